@@ -1,0 +1,5 @@
+import sys
+
+from videopanda.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""videopanda.model"""
