@@ -1,0 +1,277 @@
+"""The Spatio-Temporal Alignment Block (STAB): raw frames -> LLM-width-ready tokens.
+
+Shape legend
+    F  frames in the batch (all videos and images, in order)
+    C  chunks (``chunk_length`` consecutive frames of one video, or one image)
+    T  frames per chunk
+    d  STAB width
+    Hp, Wp   patch grid of the square canvas (S / patch_size)
+    gh, gw   LSD grid of the canvas (Hp / s, Wp / s)
+    h, w     a frame's LSD grid after cropping to its valid patches
+
+Every frame is a square ``(4, S, S)`` canvas (RGB + validity mask), so the
+whole batch runs as one tensor; per-frame differences (crop boxes, token
+counts) are carried as index tensors, never as Python loops over frames.
+Frame f's output block is ``[context, row_0 (w tokens), split, row_1, split, ...]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from videopanda.model.configuration_videopanda import VideoPandaConfig
+
+
+@dataclass
+class STABOutput:
+    tokens: Tensor  # (sum_f N_f, d), frames in order
+    grid_hw: Tensor  # (F, 2) long: each frame's LSD grid after cropping
+
+    @property
+    def tokens_per_frame(self) -> Tensor:
+        """(F,) long: ``1 + h * (w + 1)`` (context + rows with their split token)."""
+        return tokens_per_frame(self.grid_hw)
+
+
+def tokens_per_frame(grid_hw: Tensor) -> Tensor:
+    return 1 + grid_hw[:, 0] * (grid_hw[:, 1] + 1)
+
+
+def crop_boxes(patch_mask: Tensor, max_crop_patches: int) -> tuple[Tensor, Tensor]:
+    """Crop rule of the release: ``(top_left (F, 2), size (F, 2))`` in patches.
+
+    The box runs from the first to the last non-zero cell of the patch mask in
+    row-major order; an all-zero mask (a padding frame) keeps its top-left
+    ``max_crop_patches`` x ``max_crop_patches`` patches (clipped to the grid).
+    """
+    if patch_mask.dim() != 3:
+        raise ValueError(f"patch_mask must be (F, Hp, Wp), got {tuple(patch_mask.shape)}")
+    num_frames, grid_h, grid_w = patch_mask.shape
+    valid = patch_mask.flatten(1) > 0  # (F, Hp*Wp)
+    cells = torch.arange(grid_h * grid_w, device=patch_mask.device)
+    first = torch.where(valid, cells, grid_h * grid_w).amin(1)
+    last = torch.where(valid, cells, -1).amax(1)
+    top_left = torch.stack([first // grid_w, first % grid_w], 1)
+    size = torch.stack([last // grid_w, last % grid_w], 1) - top_left + 1
+    empty = ~valid.any(1)
+    default = torch.tensor([min(max_crop_patches, grid_h), min(max_crop_patches, grid_w)], device=patch_mask.device)
+    top_left = torch.where(empty[:, None], 0, top_left)
+    size = torch.where(empty[:, None], default, size)
+    return top_left, size
+
+
+def frame_grid_hw(patch_mask: Tensor, lsd_stride: int, max_crop_patches: int) -> Tensor:
+    """(F, 2) long: each frame's LSD grid ``(h, w)`` after the crop rule.
+
+    ``patch_mask`` is ``(F, Hp, Wp)``: the mask channel average-pooled by the patch size.
+    A frame's token count is ``1 + h * (w + 1)``; the processor counts placeholders with this.
+    """
+    _, size = crop_boxes(patch_mask, max_crop_patches)
+    return size // lsd_stride
+
+
+class LocalTemporalMHRA(nn.Module):
+    """LMHRA: BN -> 1x1x1 down -> depthwise temporal conv (3,1,1) -> 1x1x1 up (zero-init)."""
+
+    def __init__(self, dim: int, reduction: float = 1.5) -> None:
+        super().__init__()
+        inner = int(dim / reduction)
+        self.pos_embed = nn.Sequential(
+            nn.BatchNorm3d(dim),
+            nn.Conv3d(dim, inner, kernel_size=1),
+            nn.Conv3d(inner, inner, kernel_size=(3, 1, 1), padding=(1, 0, 0), groups=inner),
+            nn.Conv3d(inner, dim, kernel_size=1),
+        )
+        nn.init.zeros_(self.pos_embed[3].weight)
+        nn.init.zeros_(self.pos_embed[3].bias)
+
+    def forward(self, x: Tensor) -> Tensor:  # (C, d, T, Hp, Wp) -> same
+        return self.pos_embed(x)
+
+
+class GSTRAMlp(nn.Module):
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(dim, 4 * dim)
+        self.dropout = nn.Dropout(dropout)
+        self.c_proj = nn.Linear(4 * dim, dim)
+        nn.init.zeros_(self.c_proj.weight)
+        nn.init.zeros_(self.c_proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.c_fc(x)
+        return self.c_proj(self.dropout(x * torch.sigmoid(1.702 * x)))  # QuickGELU
+
+
+class GlobalSpatioTemporalAttention(nn.Module):
+    """GSTRA: one query cross-attends over all of a chunk's tokens (pre-norm block)."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        nn.init.zeros_(self.attn.out_proj.weight)
+        nn.init.zeros_(self.attn.out_proj.bias)
+        self.ln_1 = nn.LayerNorm(dim)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.ln_3 = nn.LayerNorm(dim)
+        self.mlp = GSTRAMlp(dim, dropout)
+
+    def forward(self, query: Tensor, tokens: Tensor) -> Tensor:
+        """query (C, 1, d), tokens (C, N, d) -> (C, 1, d)."""
+        kv = self.ln_3(tokens)
+        query = query + self.attn(self.ln_1(query), kv, kv, need_weights=False)[0]
+        return query + self.mlp(self.ln_2(query))
+
+
+class WindowAttention(nn.Module):
+    """LN+Linear query, LN+Linear key/value, softmax over a key set, residual on the query.
+
+    The form shared by LSD (query = window average, keys = the window) and
+    FSRA (query = a learned class embedding, keys = a frame's LSD tokens).
+    Scale is ``d ** -0.5`` (the full width), as in the release.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = dim**-0.5
+        self.q = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim, bias=False))
+        self.kv = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim, bias=False))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, query: Tensor, keys: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """query (..., d), keys (..., K, d), key_mask (..., K) bool -> (..., d)."""
+        *batch, num_keys, dim = keys.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        q = self.q(query).reshape(*batch, 1, heads, head_dim).transpose(-2, -3)  # (..., H, 1, hd)
+        k, v = self.kv(keys).reshape(*batch, num_keys, 2, heads, head_dim).unbind(-3)  # (..., K, H, hd)
+        k, v = k.transpose(-2, -3), v.transpose(-2, -3)  # (..., H, K, hd)
+        scores = (q @ k.transpose(-1, -2)) * self.scale  # (..., H, 1, K)
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[..., None, None, :], float("-inf"))
+        out = (scores.softmax(-1) @ v).transpose(-2, -3).reshape(*batch, dim)  # (..., d)
+        return query + self.proj(out)
+
+
+class STAB(nn.Module):
+    """Spatio-Temporal Alignment Block (spec section 2)."""
+
+    def __init__(self, config: VideoPandaConfig) -> None:
+        super().__init__()
+        dim = config.stab_hidden_size
+        self.patch_size = config.patch_size
+        self.lsd_stride = config.lsd_stride
+        self.max_crop_patches = config.max_crop_patches
+        self.patch_embedding = nn.Conv2d(3, dim, kernel_size=config.patch_size, stride=config.patch_size, bias=False)
+        self.lmhra1 = LocalTemporalMHRA(dim)
+        self.lmhra2 = LocalTemporalMHRA(dim)  # held by the release's checkpoints, never called
+        self.dpe = nn.Conv3d(dim, dim, kernel_size=3, padding=1, groups=dim)
+        nn.init.zeros_(self.dpe.bias)
+        self.temporal_cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.gstra = GlobalSpatioTemporalAttention(dim, config.stab_num_heads, config.stab_dropout)
+        self.lsd = WindowAttention(dim, config.stab_num_heads)
+        self.fsra = WindowAttention(dim, config.stab_num_heads)
+        scale = dim**-0.5
+        self.class_embedding = nn.Parameter(scale * torch.randn(dim))
+        self.split_embedding = nn.Parameter(scale * torch.randn(dim))
+        self.balance = nn.Parameter(torch.zeros(dim))
+        self.fusion_head = nn.Sequential(nn.LayerNorm(dim), nn.Dropout(config.stab_dropout), nn.Linear(dim, dim))
+
+    def forward(self, pixel_values: Tensor, chunk_lengths: Tensor) -> STABOutput:
+        """pixel_values (F, 4, S, S), chunk_lengths (C,) with sum F -> STABOutput."""
+        self._check_inputs(pixel_values, chunk_lengths)
+        patches = self.patch_embedding(pixel_values[:, :3])  # (F, d, Hp, Wp)
+        patch_mask = F.avg_pool2d(pixel_values[:, 3:4], self.patch_size)[:, 0]  # (F, Hp, Wp)
+        tokens, video_context = self._temporal(patches, chunk_lengths)  # (F, d, Hp, Wp), (F, d)
+        tokens = (tokens + patches).permute(0, 2, 3, 1)  # dense connection; (F, Hp, Wp, d)
+        top_left, size = crop_boxes(patch_mask, self.max_crop_patches)
+        grid = self._local_downsample(self._shift_to_crop(tokens, top_left))  # (F, gh, gw, d)
+        grid_hw = size // self.lsd_stride  # (F, 2)
+        valid = self._valid_cells(grid_hw, grid.shape[1], grid.shape[2])  # (F, gh, gw)
+        frame_context = self.fsra(self.class_embedding.expand(grid.shape[0], -1), grid.flatten(1, 2), valid.flatten(1))
+        context = self._fuse(frame_context, video_context, chunk_lengths)  # (F, d)
+        return STABOutput(tokens=self._assemble(context, grid, grid_hw), grid_hw=grid_hw)
+
+    def _check_inputs(self, pixel_values: Tensor, chunk_lengths: Tensor) -> None:
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != 4:
+            raise ValueError(f"pixel_values must be (F, 4, S, S), got {tuple(pixel_values.shape)}")
+        if pixel_values.shape[-1] % (self.patch_size * self.lsd_stride) or pixel_values.shape[-2] % (
+            self.patch_size * self.lsd_stride
+        ):
+            raise ValueError(
+                f"frame size {tuple(pixel_values.shape[-2:])} must be a multiple of patch_size*lsd_stride"
+                f" = {self.patch_size * self.lsd_stride}"
+            )
+        if chunk_lengths.dim() != 1 or int(chunk_lengths.sum()) != pixel_values.shape[0]:
+            raise ValueError(
+                f"chunk_lengths {chunk_lengths.tolist()} must sum to the number of frames {pixel_values.shape[0]}"
+            )
+
+    def _temporal(self, patches: Tensor, chunk_lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """LSTE + GSTRA per group of equal-length chunks.
+
+        Returns LSTE tokens (F, d, Hp, Wp) (zeros for one-frame chunks, whose
+        tokens are the patch embeddings alone) and each frame's chunk-level
+        context (F, d) (unused for one-frame chunks).
+        """
+        lste = torch.zeros_like(patches)
+        video_context = patches.new_zeros(patches.shape[:2])
+        starts = torch.cumsum(chunk_lengths, 0) - chunk_lengths
+        for length in chunk_lengths.unique().tolist():  # distinct chunk lengths (4, and 1 for images)
+            if length == 1:
+                continue
+            frames = (starts[chunk_lengths == length][:, None] + torch.arange(length, device=patches.device)).flatten()
+            x = patches[frames].unflatten(0, (-1, length)).transpose(1, 2)  # (C, d, T, Hp, Wp)
+            x = x + self.lmhra1(x)
+            x = x + self.dpe(x)
+            query = self.temporal_cls_token.expand(x.shape[0], -1, -1)
+            chunk_context = self.gstra(query, x.flatten(2).transpose(1, 2))[:, 0]  # (C, d)
+            lste = lste.index_copy(0, frames, x.transpose(1, 2).flatten(0, 1))
+            video_context = video_context.index_copy(0, frames, chunk_context.repeat_interleave(length, 0))
+        return lste, video_context
+
+    def _shift_to_crop(self, tokens: Tensor, top_left: Tensor) -> Tensor:
+        """Move each frame's crop box to the top-left corner: (F, Hp, Wp, d) -> same."""
+        num_frames, grid_h, grid_w, _ = tokens.shape
+        rows = (top_left[:, :1] + torch.arange(grid_h, device=tokens.device)).clamp(max=grid_h - 1)  # (F, Hp)
+        cols = (top_left[:, 1:] + torch.arange(grid_w, device=tokens.device)).clamp(max=grid_w - 1)  # (F, Wp)
+        frame = torch.arange(num_frames, device=tokens.device)[:, None, None]
+        return tokens[frame, rows[:, :, None], cols[:, None, :]]
+
+    def _local_downsample(self, tokens: Tensor) -> Tensor:
+        """LSD over every s x s window: (F, Hp, Wp, d) -> (F, gh, gw, d)."""
+        s = self.lsd_stride
+        num_frames, grid_h, grid_w, dim = tokens.shape
+        windows = tokens.reshape(num_frames, grid_h // s, s, grid_w // s, s, dim).transpose(2, 3)
+        windows = windows.reshape(num_frames, grid_h // s, grid_w // s, s * s, dim)  # (F, gh, gw, s*s, d)
+        return self.lsd(windows.mean(-2), windows)
+
+    @staticmethod
+    def _valid_cells(grid_hw: Tensor, grid_h: int, grid_w: int) -> Tensor:
+        rows = torch.arange(grid_h, device=grid_hw.device)[None, :, None] < grid_hw[:, 0, None, None]
+        cols = torch.arange(grid_w, device=grid_hw.device)[None, None, :] < grid_hw[:, 1, None, None]
+        return rows & cols  # (F, gh, gw)
+
+    def _fuse(self, frame_context: Tensor, video_context: Tensor, chunk_lengths: Tensor) -> Tensor:
+        """Mix chunk and frame contexts for video frames; images keep their frame context."""
+        alpha = torch.sigmoid(self.balance)
+        fused = self.fusion_head((1 - alpha) * video_context + alpha * frame_context)
+        in_video = torch.repeat_interleave(chunk_lengths > 1, chunk_lengths)  # (F,)
+        return torch.where(in_video[:, None], fused, frame_context)
+
+    def _assemble(self, context: Tensor, grid: Tensor, grid_hw: Tensor) -> Tensor:
+        """[context, rows with a split token after each] per frame -> (sum_f N_f, d)."""
+        num_frames, grid_h, grid_w, dim = grid.shape
+        padded = F.pad(grid, (0, 0, 0, 1))  # (F, gh, gw+1, d): room for the split token
+        col = torch.arange(grid_w + 1, device=grid.device)
+        is_split = col[None, None, :, None] == grid_hw[:, 1, None, None, None]  # (F, 1, gw+1, 1)
+        rows = torch.where(is_split, self.split_embedding, padded)
+        keep_rows = torch.arange(grid_h, device=grid.device)[None, :, None] < grid_hw[:, 0, None, None]
+        keep = keep_rows & (col[None, None, :] <= grid_hw[:, 1, None, None])  # (F, gh, gw+1)
+        sequence = torch.cat([context[:, None], rows.flatten(1, 2)], 1)  # (F, 1+gh*(gw+1), d)
+        keep = torch.cat([keep.new_ones(num_frames, 1), keep.flatten(1)], 1)
+        return sequence[keep]
