@@ -1,0 +1,148 @@
+"""STAB: golden parity with the release (every stab_* case) and batching behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import golden_cases, tiny_llama_config
+from videopanda.model.configuration_videopanda import VideoPandaConfig
+from videopanda.model.convert import ours_to_release, release_to_ours
+from videopanda.model.projector import build_projector
+from videopanda.model.stab import STAB, crop_boxes, frame_grid_hw
+
+
+def config_from_golden(meta: dict) -> VideoPandaConfig:
+    video = meta["video_config"]
+    return VideoPandaConfig(
+        text_config=tiny_llama_config(hidden_size=meta["llm_hidden_size"]),
+        stab_hidden_size=meta["stab_hidden_size"],
+        patch_size=video["patch_stride"],
+        lsd_stride=video["conv_stride"],
+        chunk_length=video["num_frames"],
+        num_frames=video["all_num_frames"],
+        image_size=video["image_size"],
+        teacher_image_size=video["image_size_teacher"],
+    )
+
+
+def load_golden_stab(case):
+    meta = json.loads(case.with_suffix(".json").read_text())
+    tensors = load_file(str(case.with_suffix(".safetensors")))
+    config = config_from_golden(meta)
+    weights = release_to_ours({k: v for k, v in tensors.items() if k.startswith("model.")}).model
+    stab, projector = STAB(config).eval(), build_projector(config.stab_hidden_size, config.llm_hidden_size).eval()
+    stab.load_state_dict({k[len("stab.") :]: v for k, v in weights.items() if k.startswith("stab.")}, strict=True)
+    projector.load_state_dict({k[len("projector.") :]: v for k, v in weights.items() if k.startswith("projector.")})
+    return meta, tensors, stab, projector
+
+
+@pytest.mark.parametrize("case", golden_cases("stab"))
+def test_stab_matches_release_outputs_and_gradients(case):
+    meta, tensors, stab, projector = load_golden_stab(case)
+    pixels = tensors["input.pixel_values"]  # (C, T, 4, S, S)
+    num_chunks, chunk = pixels.shape[:2]
+    out = stab(pixels.flatten(0, 1), torch.full((num_chunks,), chunk))
+    frames = projector(out.tokens).split(out.tokens_per_frame.tolist())
+    assert out.grid_hw.tolist() == meta["frame_grid_hw"]
+    loss = 0
+    for i, frame in enumerate(frames):
+        torch.testing.assert_close(frame, tensors[f"output.frame{i}"], atol=1e-4, rtol=1e-5)
+        loss = loss + (frame * tensors[f"loss_weight.frame{i}"]).sum()
+    loss.backward()
+    ours = {f"stab.{k}": p.grad for k, p in stab.named_parameters() if p.grad is not None}
+    ours |= {f"projector.{k}": p.grad for k, p in projector.named_parameters()}
+    grads = {k: v for k, v in ours_to_release(ours).items() if k.startswith(("model.video_tower.", "model.video_projector."))}
+    expected = {k[len("grad.") :]: v for k, v in tensors.items() if k.startswith("grad.")}
+    assert sorted(grads) == sorted(expected)
+    for name, grad in expected.items():
+        torch.testing.assert_close(grads[name], grad, atol=1e-4, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+def test_golden_dir_from_environment_runs_exactly_its_cases(tmp_path):
+    source = golden_cases("stab")[0].values[0]
+    if source is None:
+        pytest.skip("no stab golden case to copy")
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(source.with_suffix(suffix), tmp_path / f"stab_copied{suffix}")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", __file__, "-k", "matches_release"],
+        capture_output=True, text=True, env={**os.environ, "VIDEOPANDA_GOLDEN_DIR": str(tmp_path)},
+    )
+    collected = [line.split("::")[-1] for line in result.stdout.splitlines() if "::" in line]
+    assert collected == ["test_stab_matches_release_outputs_and_gradients[stab_copied]"], result.stdout
+
+
+def letterboxed_frame(size: int, rows: tuple[int, int], cols: tuple[int, int], generator) -> torch.Tensor:
+    """A (4, S, S) frame whose valid region is rows x cols (pixel ranges)."""
+    frame = torch.zeros(4, size, size)
+    frame[:3] = torch.randn(3, size, size, generator=generator) * 0.1
+    frame[3, rows[0] : rows[1], cols[0] : cols[1]] = 1
+    frame[:3] *= frame[3]
+    frame[:3, rows[0] : rows[1], cols[0] : cols[1]] = torch.randn(3, rows[1] - rows[0], cols[1] - cols[0], generator=generator)
+    return frame
+
+
+@pytest.fixture
+def small_stab():
+    torch.manual_seed(0)
+    config = VideoPandaConfig(text_config=tiny_llama_config(), stab_hidden_size=32, image_size=112, teacher_image_size=56)
+    stab = STAB(config).eval()
+    with torch.no_grad():  # leave no zero-initialised branch inert
+        for p in stab.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return stab
+
+
+def test_batch_of_mixed_videos_and_image_equals_separate_runs(small_stab):
+    g = torch.Generator().manual_seed(1)
+    wide = torch.stack([letterboxed_frame(112, (28, 84), (0, 112), g) for _ in range(8)])
+    tall = torch.stack([letterboxed_frame(112, (0, 112), (28, 84), g) for _ in range(4)] + [torch.zeros(4, 112, 112)] * 4)
+    image = letterboxed_frame(112, (0, 112), (0, 112), g)[None]
+    batch = small_stab(torch.cat([wide, image, tall]), torch.tensor([4, 4, 1, 4, 4]))
+    parts = [small_stab(wide, torch.tensor([4, 4])), small_stab(image, torch.tensor([1])), small_stab(tall, torch.tensor([4, 4]))]
+    torch.testing.assert_close(batch.tokens, torch.cat([p.tokens for p in parts]), atol=1e-5, rtol=1e-5)
+    assert batch.grid_hw.tolist() == [[2, 4]] * 8 + [[4, 4]] + [[4, 2]] * 4 + [[4, 4]] * 4
+    assert int(batch.tokens_per_frame.sum()) == batch.tokens.shape[0]
+
+
+def test_sixteen_frame_video_and_grid_rule_agree(small_stab):
+    g = torch.Generator().manual_seed(2)
+    video = torch.stack([letterboxed_frame(112, (28, 84), (0, 112), g) for _ in range(16)])
+    out = small_stab(video, torch.tensor([4, 4, 4, 4]))
+    patch_mask = torch.nn.functional.avg_pool2d(video[:, 3:4], 14)[:, 0]
+    assert torch.equal(out.grid_hw, frame_grid_hw(patch_mask, 2, 16))
+    assert out.tokens.shape == (16 * (1 + 2 * 5), 32)
+
+
+def test_crop_rule_padding_frame_keeps_top_left_16_patches():
+    mask = torch.zeros(3, 32, 32)
+    mask[1, 8:24, :] = 1
+    mask[2, :, 4:28] = 1
+    top_left, size = crop_boxes(mask, 16)
+    assert top_left.tolist() == [[0, 0], [8, 0], [0, 4]]
+    assert size.tolist() == [[16, 16], [16, 32], [32, 24]]
+
+
+def test_bad_inputs_raise_clear_errors(small_stab):
+    frames = torch.zeros(8, 4, 112, 112)
+    with pytest.raises(ValueError, match="must sum to the number of frames 8"):
+        small_stab(frames, torch.tensor([4, 3]))
+    with pytest.raises(ValueError, match=r"\(F, 4, S, S\)"):
+        small_stab(frames[:, :3], torch.tensor([4, 4]))
+
+
+def test_gradients_reach_every_used_parameter(small_stab):
+    g = torch.Generator().manual_seed(3)
+    video = torch.stack([letterboxed_frame(112, (28, 84), (0, 112), g) for _ in range(8)])
+    small_stab.train()
+    small_stab(video, torch.tensor([4, 4])).tokens.square().mean().backward()
+    no_grad = [n for n, p in small_stab.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert all(n.startswith("lmhra2.") for n in no_grad), no_grad
