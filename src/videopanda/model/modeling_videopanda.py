@@ -1,0 +1,229 @@
+"""Video-Panda: STAB + projector feeding any Hugging Face causal LM.
+
+Shape legend
+    B, L    batch size, sequence length (placeholders already expanded)
+    F       frames in the batch;  C  chunks;  S  student frame size
+    N       visual tokens of the batch (sum over frames of 1 + h*(w+1))
+    D       LLM width;  Dt  teacher width
+
+Each frame's ``<image>`` placeholder was expanded by the processor into
+exactly as many ``image_token_id`` positions as the STAB gives that frame;
+the projected features are written there with one ``masked_scatter``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from videopanda.model.configuration_videopanda import VideoPandaConfig
+from videopanda.model.distill import DistillationHead
+from videopanda.model.projector import build_projector
+from videopanda.model.stab import STAB, tokens_per_frame
+
+
+@dataclass
+class VideoFeatures(ModelOutput):
+    embeddings: Tensor | None = None  # (N, D) projected STAB tokens, frames in order
+    tokens_per_frame: Tensor | None = None  # (F,)
+    grid_hw: Tensor | None = None  # (F, 2)
+
+
+@dataclass
+class VideoPandaOutput(ModelOutput):
+    loss: Tensor | None = None
+    lm_loss: Tensor | None = None
+    distill_loss: Tensor | None = None
+    logits: Tensor | None = None
+    cache: object | None = None  # the LLM's KV cache
+    hidden_states: tuple[Tensor, ...] | None = None
+
+
+class VideoPandaPreTrainedModel(PreTrainedModel):
+    config_class = VideoPandaConfig
+    base_model_prefix = ""
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["STAB"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # STAB, projector and distillation head initialise themselves in their
+        # constructors (including the release's zero-initialised branches).
+        return
+
+
+class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
+    def __init__(self, config: VideoPandaConfig, language_model: PreTrainedModel | None = None) -> None:
+        super().__init__(config)
+        self.stab = STAB(config)
+        self.projector = build_projector(config.stab_hidden_size, config.llm_hidden_size)
+        self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
+        self.distill_head = DistillationHead(config) if config.use_distillation else None
+        self.post_init()
+
+    @classmethod
+    def from_llm(cls, language_model: PreTrainedModel, image_token_id: int, **config_kwargs) -> VideoPandaForCausalLM:
+        """A fresh STAB + projector around an existing LLM (its weights kept as they are)."""
+        attention = language_model.config._attn_implementation
+        config = VideoPandaConfig(text_config=language_model.config, image_token_id=image_token_id, **config_kwargs)
+        config._attn_implementation = attention  # the composite config's init resets it on its sub-config
+        return cls(config, language_model=language_model)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def get_video_features(self, pixel_values: Tensor, chunk_lengths: Tensor) -> VideoFeatures:
+        """pixel_values (F, 4, S, S), chunk_lengths (C,) -> projected tokens (N, D) + counts."""
+        stab_out = self.stab(pixel_values.to(self.stab.patch_embedding.weight.dtype), chunk_lengths)
+        return VideoFeatures(
+            embeddings=self.projector(stab_out.tokens), tokens_per_frame=stab_out.tokens_per_frame, grid_hw=stab_out.grid_hw
+        )
+
+    def embed_inputs(self, input_ids: Tensor, video: VideoFeatures | None) -> Tensor:
+        """Token embeddings with each placeholder position replaced by its visual token: (B, L, D)."""
+        placeholder = input_ids == self.config.image_token_id  # (B, L)
+        safe_ids = input_ids.masked_fill(placeholder, 0)  # the placeholder row is never read
+        embeds = self.get_input_embeddings()(safe_ids)
+        num_visual = 0 if video is None else video.embeddings.shape[0]
+        num_positions = int(placeholder.sum())
+        if num_positions != num_visual:
+            raise ValueError(
+                f"the prompt holds {num_positions} image placeholder positions but the frames give {num_visual} "
+                "visual tokens: expand each frame's <image> with the processor"
+            )
+        if video is None:
+            return embeds
+        mask = placeholder[..., None].expand_as(embeds)
+        return embeds.masked_scatter(mask, video.embeddings.to(embeds.dtype))
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        pixel_values: Tensor | None = None,
+        chunk_lengths: Tensor | None = None,
+        teacher_features: Tensor | None = None,
+        teacher_patches_per_frame: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        cache: object | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> VideoPandaOutput:
+        video = None
+        if inputs_embeds is None:
+            has_frames = pixel_values is not None and pixel_values.shape[0] > 0
+            video = self.get_video_features(pixel_values, chunk_lengths) if has_frames else None
+            inputs_embeds = self.embed_inputs(input_ids, video)
+        distill = self.distill_head is not None and teacher_features is not None and video is not None
+        if labels is not None and input_ids is not None:
+            labels = labels.masked_fill(input_ids == self.config.image_token_id, -100)
+        out = self.language_model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels,
+            cache=cache, use_cache=use_cache,
+            output_hidden_states=bool(output_hidden_states or distill), **kwargs,
+        )
+        lm_loss, distill_loss = out.loss, None
+        if distill:
+            distill_loss = self.distillation_loss(
+                out.hidden_states, input_ids, video, teacher_features, teacher_patches_per_frame
+            )
+        losses = [x for x in (lm_loss, distill_loss) if x is not None]
+        return VideoPandaOutput(
+            loss=sum(losses) if losses else None, lm_loss=lm_loss, distill_loss=distill_loss, logits=out.logits,
+            cache=out.cache, hidden_states=out.hidden_states if output_hidden_states else None,
+        )
+
+    def distillation_loss(
+        self,
+        hidden_states: tuple[Tensor, ...],
+        input_ids: Tensor,
+        video: VideoFeatures,
+        teacher_features: Tensor,
+        teacher_patches_per_frame: Tensor,
+    ) -> Tensor:
+        """Spec 4: student hidden states at each real frame's patch positions vs teacher patches."""
+        selected = torch.stack([hidden_states[i] for i in self.distill_head.layer_indices], 2)  # (B, L, K, D)
+        visual = selected[input_ids == self.config.image_token_id]  # (N, K, D), frames in order
+        is_patch, frame_of_token = patch_token_mask(video.grid_hw)
+        real = teacher_patches_per_frame > 0  # (F,) frames with content
+        keep = is_patch & real[frame_of_token]
+        student = visual[keep]  # (P, K, D)
+        factor = self._student_to_teacher_factor()
+        grid_hw = video.grid_hw[real]
+        if factor > 1:
+            student, grid_hw = pool_patch_grid(student, grid_hw, factor)
+        counts = grid_hw[:, 0] * grid_hw[:, 1]
+        expected = teacher_patches_per_frame[real]
+        if not torch.equal(counts, expected.to(counts.device)):
+            raise ValueError(
+                f"student patch grids give {counts.tolist()} patches per frame, teacher features {expected.tolist()}"
+            )
+        return self.distill_head(student, teacher_features.to(student.dtype), counts).loss
+
+    def _student_to_teacher_factor(self) -> int:
+        cfg = self.config
+        student_grid = cfg.image_size // (cfg.patch_size * cfg.lsd_stride)
+        teacher_grid = cfg.teacher_image_size // cfg.teacher_patch_size
+        return max(1, student_grid // teacher_grid)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        pixel_values: Tensor | None = None,
+        chunk_lengths: Tensor | None = None,
+        **generate_kwargs,
+    ) -> Tensor:
+        """Greedy (by default) generation with a KV cache; returns only the new tokens (B, T_new).
+
+        Batched prompts must be left-padded (the processor does this for generation).
+        """
+        has_frames = pixel_values is not None and pixel_values.shape[0] > 0
+        video = self.get_video_features(pixel_values, chunk_lengths) if has_frames else None
+        inputs_embeds = self.embed_inputs(input_ids, video)
+        generate_kwargs.setdefault("do_sample", False)
+        return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)
+
+
+def patch_token_mask(grid_hw: Tensor) -> tuple[Tensor, Tensor]:
+    """For the N visual tokens of frames laid out ``[context, rows + split]``: which are patches.
+
+    Returns ``is_patch (N,)`` bool and ``frame_of_token (N,)`` long.
+    """
+    counts = tokens_per_frame(grid_hw)
+    frame_of_token = torch.repeat_interleave(torch.arange(len(counts), device=grid_hw.device), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    local = torch.arange(int(counts.sum()), device=grid_hw.device) - starts[frame_of_token]
+    width = grid_hw[frame_of_token, 1]
+    is_patch = (local > 0) & ((local - 1) % (width + 1) < width)
+    return is_patch, frame_of_token
+
+
+def pool_patch_grid(tokens: Tensor, grid_hw: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+    """Average-pool each frame's row-major (h, w) patch grid by ``factor``: (P, ...) -> (P', ...)."""
+    counts = grid_hw[:, 0] * grid_hw[:, 1]
+    frame = torch.repeat_interleave(torch.arange(len(counts), device=tokens.device), counts)
+    local = torch.arange(tokens.shape[0], device=tokens.device) - (torch.cumsum(counts, 0) - counts)[frame]
+    width = grid_hw[frame, 1]
+    pooled_hw = grid_hw // factor
+    row, col = (local // width) // factor, (local % width) // factor
+    inside = (row < pooled_hw[frame, 0]) & (col < pooled_hw[frame, 1])
+    pooled_counts = pooled_hw[:, 0] * pooled_hw[:, 1]
+    group = (torch.cumsum(pooled_counts, 0) - pooled_counts)[frame] + row * pooled_hw[frame, 1] + col
+    total = int(pooled_counts.sum())
+    summed = tokens.new_zeros(total, *tokens.shape[1:]).index_add(0, group[inside], tokens[inside])
+    return summed / factor**2, pooled_hw
