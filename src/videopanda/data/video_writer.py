@@ -40,6 +40,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 8.0) -> Path:
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
             stream.options = {"preset": "ultrafast", "crf": "18"}
+        elif codec in ("mpeg4", "libvpx"):
+            stream.bit_rate = 8_000_000  # near-lossless at our small sizes
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)

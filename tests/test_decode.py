@@ -1,0 +1,74 @@
+"""Decoding real files of every container: the sampled frames, seeking, bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from videopanda.data.decode import VideoDecodeError, find_video_file, probe_video, read_image, read_video_frames
+from videopanda.data.sampling import sample_frame_indices
+from videopanda.data.video_writer import write_video
+
+
+def indexed_frames(num_frames: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """Frame t shows t in base 40: top half grey 6*(t//40), bottom half 6*(t%40) (survives lossy codecs)."""
+    t = np.arange(num_frames)
+    frames = np.zeros((num_frames, height, width, 3), np.uint8)
+    frames[:, : height // 2] = (6 * (t // 40)).astype(np.uint8)[:, None, None, None]
+    frames[:, height // 2 :] = (6 * (t % 40)).astype(np.uint8)[:, None, None, None]
+    return frames
+
+
+def frame_level(frame: np.ndarray) -> int:
+    """The frame index written by ``indexed_frames``."""
+    half = frame.shape[0] // 2
+    high = round(float(frame[4 : half - 4, 8:-8].mean()) / 6)
+    low = round(float(frame[half + 4 : -4, 8:-8].mean()) / 6)
+    return high * 40 + low
+
+
+@pytest.mark.parametrize("ext", ["mp4", "avi", "gif", "webm", "mkv"])
+def test_every_container_gives_the_sampled_frames(tmp_path, ext):
+    path = write_video(tmp_path / f"v.{ext}", indexed_frames(40), fps=10)
+    info = probe_video(path)
+    assert info.frame_count == 40 and round(info.fps) == 10
+    frames = read_video_frames(path)
+    expected = sample_frame_indices(40, 10.0)  # 1 fps: 0, 10, 20, 30 -> stride rule 0, 5, ..., 35
+    assert frames.shape == (8, 48, 64, 3)
+    assert [frame_level(f) for f in frames] == expected
+
+
+def test_seeking_in_a_long_video_equals_decoding_everything(tmp_path):
+    path = write_video(tmp_path / "long.mp4", indexed_frames(600), fps=10)  # 60 s
+    frames = read_video_frames(path)
+    expected = sample_frame_indices(600, 10.0)
+    assert [frame_level(f) for f in frames] == expected
+
+
+def test_missing_empty_and_corrupt_files_name_the_path(tmp_path):
+    with pytest.raises(VideoDecodeError, match="missing.mp4: file not found"):
+        read_video_frames(tmp_path / "missing.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoDecodeError, match="empty.mp4: empty file"):
+        read_video_frames(tmp_path / "empty.mp4")
+    (tmp_path / "garbage.avi").write_bytes(b"this is not a video" * 100)
+    with pytest.raises(VideoDecodeError, match="garbage.avi"):
+        read_video_frames(tmp_path / "garbage.avi")
+    good = write_video(tmp_path / "cut.mp4", indexed_frames(40), fps=10)
+    data = good.read_bytes()
+    good.write_bytes(data[: len(data) // 3])
+    with pytest.raises(VideoDecodeError, match="cut.mp4"):
+        read_video_frames(good)
+
+
+def test_find_video_file_tries_extensions_and_activitynet_prefix(tmp_path):
+    write_video(tmp_path / "v_abc.mkv", indexed_frames(4), fps=4)
+    write_video(tmp_path / "clip1.avi", indexed_frames(4), fps=4)
+    assert find_video_file(tmp_path, "abc").name == "v_abc.mkv"
+    assert find_video_file(tmp_path, "clip1").name == "clip1.avi"
+    assert find_video_file(tmp_path, "nothing") is None
+
+
+def test_read_image(tmp_path):
+    path = write_video(tmp_path / "one.gif", indexed_frames(1), fps=1)
+    assert read_image(path).shape == (1, 48, 64, 3)
