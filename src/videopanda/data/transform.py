@@ -1,0 +1,121 @@
+"""Any-pixel preprocessing (spec section 1): resize, centred padding, validity mask, CLIP norm.
+
+Geometry is computed at teacher scale (long side 224, short side a whole
+number of 14-pixel patches, padding centred on whole patches) and doubled
+for the student (448), so every padding boundary falls on whole LSD windows.
+Each frame becomes a ``(4, S, S)`` tensor: normalised RGB + validity mask.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class CanvasGeometry:
+    """Where the resized image sits on a square canvas of side ``size`` (pixels)."""
+
+    size: int
+    height: int
+    width: int
+    top: int
+    left: int
+
+
+@dataclass
+class VisualInputs:
+    pixel_values: Tensor  # (N, 4, S, S): N = num_frames for a video, 1 for an image
+    teacher_pixel_values: Tensor | None  # (N, 4, St, St)
+    num_real_frames: int
+
+
+def teacher_geometry(height: int, width: int, teacher_size: int = 224, patch_size: int = 14) -> CanvasGeometry:
+    """Spec 1: long side -> teacher_size, short side -> whole patches, padding centred on patches."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"frame size must be positive, got {height}x{width}")
+    grid = teacher_size // patch_size
+    long_side, short_side = max(height, width), min(height, width)
+    short_resized = math.ceil(teacher_size * short_side / long_side / patch_size) * patch_size
+    before = ((grid - short_resized // patch_size) // 2) * patch_size
+    if height >= width:
+        return CanvasGeometry(teacher_size, teacher_size, short_resized, 0, before)
+    return CanvasGeometry(teacher_size, short_resized, teacher_size, before, 0)
+
+
+def scaled(geometry: CanvasGeometry, factor: int) -> CanvasGeometry:
+    return CanvasGeometry(*(factor * v for v in (geometry.size, geometry.height, geometry.width, geometry.top, geometry.left)))
+
+
+def to_canvas(frames: Tensor, geometry: CanvasGeometry) -> Tensor:
+    """frames (T, 3, H, W) float in [0, 255] -> (T, 4, S, S): normalised RGB + mask."""
+    resized = F.interpolate(frames, size=(geometry.height, geometry.width), mode="bicubic", antialias=True)
+    resized = resized.clamp(0, 255).round() / 255  # the release resizes uint8 images
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    fill = torch.floor(255 * mean) / 255  # padding takes the CLIP mean colour, int(255*mean)
+    canvas = fill.expand(frames.shape[0], 3, geometry.size, geometry.size).clone()
+    mask = torch.zeros(frames.shape[0], 1, geometry.size, geometry.size)
+    rows = slice(geometry.top, geometry.top + geometry.height)
+    cols = slice(geometry.left, geometry.left + geometry.width)
+    canvas[:, :, rows, cols] = resized
+    mask[:, :, rows, cols] = 1
+    return torch.cat([(canvas - mean) / std, mask], 1)
+
+
+def preprocess_frames(
+    frames: np.ndarray,
+    *,
+    image_size: int = 448,
+    teacher_image_size: int = 224,
+    patch_size: int = 14,
+    num_frames: int | None = 8,
+    train: bool = False,
+    generator: torch.Generator | None = None,
+    with_teacher: bool = True,
+) -> VisualInputs:
+    """frames (T, H, W, 3) uint8 -> VisualInputs, padded with all-zero frames to ``num_frames``.
+
+    ``num_frames=None`` keeps T frames (images). In training the whole clip is
+    flipped horizontally with p=0.5 (image and mask alike), drawn from ``generator``.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    if image_size % teacher_image_size:
+        raise ValueError(f"image_size {image_size} must be a multiple of teacher_image_size {teacher_image_size}")
+    if num_frames is not None and len(frames) > num_frames:
+        raise ValueError(f"got {len(frames)} frames for a {num_frames}-frame input")
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    geometry = teacher_geometry(video.shape[2], video.shape[3], teacher_image_size, patch_size)
+    student = to_canvas(video, scaled(geometry, image_size // teacher_image_size))
+    teacher = to_canvas(video, geometry) if with_teacher else None
+    if train and torch.rand((), generator=generator) < 0.5:  # flip the canvas: image and mask alike
+        student = student.flip(-1)
+        teacher = None if teacher is None else teacher.flip(-1)
+    total = len(frames) if num_frames is None else num_frames
+    return VisualInputs(
+        pixel_values=_pad_frames(student, total),
+        teacher_pixel_values=None if teacher is None else _pad_frames(teacher, total),
+        num_real_frames=len(frames),
+    )
+
+
+def preprocess_image(image: np.ndarray, **kwargs) -> VisualInputs:
+    """image (1, H, W, 3) or (H, W, 3) uint8 -> a one-frame VisualInputs."""
+    if image.ndim == 3:
+        image = image[None]
+    return preprocess_frames(image, num_frames=None, **kwargs)
+
+
+def _pad_frames(frames: Tensor, total: int) -> Tensor:
+    """Append all-zero 4-channel frames (mask 0) up to ``total``."""
+    missing = total - frames.shape[0]
+    return frames if missing <= 0 else torch.cat([frames, frames.new_zeros(missing, *frames.shape[1:])])
