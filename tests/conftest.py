@@ -69,3 +69,22 @@ def make_video(tmp_path):
         return write_video(tmp_path / name, moving_square_frames(num_frames, height, width, **kw), fps=fps)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """The embedded SmolLM2 tokenizer with the <image> placeholder token."""
+    from videopanda.model.llm import load_tokenizer
+
+    return load_tokenizer("smollm2")
+
+
+def small_videopanda_config(tokenizer, **overrides):
+    """A VideoPandaConfig with 112x112 frames (teacher 56) around a tiny LLaMA sized for ``tokenizer``."""
+    from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig
+
+    params = dict(stab_hidden_size=32, image_size=112, teacher_image_size=56,
+                  image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    params.update(overrides)
+    text = tiny_llama_config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    return VideoPandaConfig(text_config=text, **params)
