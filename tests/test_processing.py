@@ -121,7 +121,7 @@ def test_collator_mixed_batch_and_malformed_json(tmp_path, smollm2_tokenizer):
 
 
 def test_sampler_groups_modalities_and_is_deterministic():
-    lengths = [5, -3, 7, -2, 9, 11, -4, 6, -8, 3, 2, -1]
+    lengths = [5, -3, 7, -2, 9, 11, -4, 6, -8, 3, -2, -1]  # 6 visual, 6 text-only
     sampler = ModalityLengthGroupedSampler(lengths, batch_size=2, seed=3)
     order = list(sampler)
     assert sorted(order) == list(range(12)) and order == list(ModalityLengthGroupedSampler(lengths, 2, seed=3))
