@@ -1,0 +1,136 @@
+"""Typed training configuration: one YAML file per stage plus ``key=value`` overrides.
+
+``load_train_config("configs/small/prealign.yaml", ["optim.lr=1e-4"])`` gives a
+validated :class:`TrainConfig`; an unknown key or a wrong type is a
+:class:`~videopanda.config.ConfigError` naming it. What a stage trains and its
+learning-rate groups are stage rules (``stages.py``); the config only picks
+the stage and may override its learning rates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from videopanda.config import ConfigError, load_config
+
+StageName = Literal["prealign", "pretrain", "finetune"]
+Precision = Literal["bf16", "fp16", "fp32"]
+Distributed = Literal["ddp", "fsdp", "deepspeed"]
+
+
+@dataclass
+class ModelInit:
+    """Where the stage starts.
+
+    ``init`` is a saved Video-Panda model (the previous stage's output), or an
+    LLM directory / ``"smollm2"`` around which a fresh STAB + projector is built
+    with the ``config`` overrides of :class:`VideoPandaConfig` (e.g. ``image_size``).
+    """
+
+    init: str = "smollm2"
+    config: dict[str, Any] = field(default_factory=dict)
+    use_distillation: bool = True
+
+
+@dataclass
+class TeacherConfig:
+    """Distillation teacher: a live LanguageBind directory or a precomputed cache (not both)."""
+
+    path: str | None = None  # local LanguageBind_Video_merge directory (live teacher)
+    cache: str | None = None  # `videopanda teacher cache` output directory
+
+    def __post_init__(self) -> None:
+        if self.path and self.cache:
+            raise ValueError("give teacher.path (live teacher) or teacher.cache, not both")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.path or self.cache)
+
+
+@dataclass
+class DataConfig:
+    annotation_files: list[str] = field(default_factory=list)  # Video-LLaVA JSON files
+    media_root: str = "."  # video/image paths in the annotations are relative to this
+    fraction: float | None = None  # share of the shuffled data; None = the stage's rule (prealign 0.5)
+    max_samples: int | None = None  # cap for smoke runs
+    template: Literal["vicuna_v1", "chat_template"] = "vicuna_v1"
+    max_length: int = 4096
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"data.fraction must be in (0, 1], got {self.fraction}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, weight decay 0, cosine schedule with linear warmup.
+
+    ``lr`` (None = the stage's default) is the learning rate of parameters in
+    no named group; ``group_lr`` overrides the rate of a stage's named group
+    (``{"visual": 4e-4}``).
+    """
+
+    lr: float | None = None
+    group_lr: dict[str, float] = field(default_factory=dict)
+    warmup_ratio: float | None = None  # None = the stage's default
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.group_lr = {name: _as_float(value, f"optim.group_lr.{name}") for name, value in self.group_lr.items()}
+
+
+@dataclass
+class TrainConfig:
+    stage: StageName = "prealign"
+    output_dir: str = "runs/prealign"
+    model: ModelInit = field(default_factory=ModelInit)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    num_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides num_epochs
+    precision: Precision = "bf16"
+    gradient_checkpointing: bool = True
+    distributed: Distributed = "ddp"
+    deepspeed: str | None = None  # DeepSpeed JSON (distributed: deepspeed)
+    fsdp: str = "full_shard auto_wrap"  # FSDP strategy (distributed: fsdp)
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    resume: bool = True  # continue from the newest complete checkpoint in output_dir
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.distributed == "deepspeed" and not self.deepspeed:
+            raise ValueError("distributed: deepspeed needs deepspeed: <path to a DeepSpeed JSON>")
+        for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def _as_float(value: Any, key: str) -> float:
+    """A float from YAML, which reads ``4e-4`` (no dot) as a string."""
+    if not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"{key}: expected a float, got {value!r}")
+
+
+def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """A validated :class:`TrainConfig` from YAML + ``key=value`` overrides (``ConfigError`` names bad keys)."""
+    return load_config(TrainConfig, path, overrides)
+
+
+__all__ = [
+    "ConfigError", "DataConfig", "ModelInit", "OptimConfig", "TeacherConfig", "TrainConfig", "load_train_config",
+]

@@ -1,0 +1,140 @@
+"""The training engine: a thin subclass of the Hugging Face ``Trainer``.
+
+What it adds to the stock engine, and nothing else:
+
+* the loss is the model's ``lm_loss + distill_loss``; both are also logged as
+  separate scalars (tensorboard ``train/lm_loss``, ``train/distill_loss``);
+* teacher features (live teacher or cache) are attached to each batch;
+* AdamW over the stage's learning-rate groups (weight decay 0);
+* the modality/length-grouped sampler of ``data/sampler.py``;
+* a progress bar showing loss and throughput (samples/s), and the dataset's
+  skipped-sample summary at the end of every epoch.
+
+Everything else (mixed precision, gradient checkpointing and accumulation,
+DDP/FSDP/DeepSpeed, checkpoints, resume with the same data order) is the
+Trainer's own machinery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+from videopanda.data.sampler import ModalityLengthGroupedSampler
+from videopanda.train.stages import StageRule, param_groups
+
+logger = logging.getLogger(__name__)
+
+# batch -> (teacher_features (N_t, Dt), teacher_patches_per_frame (F,)); consumes its own batch keys.
+TeacherFeatureFn = Callable[[dict[str, Tensor]], tuple[Tensor, Tensor]]
+LOSS_PARTS = ("lm_loss", "distill_loss")
+TEACHER_INPUT_KEYS = ("teacher_pixel_values", "sample_keys")
+
+
+class VideoPandaTrainer(Trainer):
+    def __init__(
+        self,
+        *args,
+        stage: StageRule,
+        rates: dict[str, float],
+        lengths: list[int],
+        teacher_features: TeacherFeatureFn | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.stage = stage
+        self.rates = rates
+        self.lengths = lengths
+        self.teacher_features = teacher_features
+        # Our loss is a per-batch mean: the Trainer divides it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self._part_sums = {k: torch.zeros(2, device=self.args.device) for k in LOSS_PARTS}  # (sum, count)
+        self._last_log = (0, time.perf_counter())
+        self.remove_callback(ProgressCallback)
+        self.add_callback(LossThroughputProgress())
+        self.add_callback(SkippedSamplesReport())
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        teacher_inputs = {k: inputs.pop(k) for k in TEACHER_INPUT_KEYS if k in inputs}
+        if self.teacher_features is not None and "pixel_values" in inputs:
+            features, patches = self.teacher_features({**inputs, **teacher_inputs})
+            inputs["teacher_features"], inputs["teacher_patches_per_frame"] = features, patches
+        outputs = model(**inputs)
+        if model.training:
+            self._record_parts(outputs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def _record_parts(self, outputs) -> None:
+        for key in LOSS_PARTS:
+            value = getattr(outputs, key, None)
+            if value is not None:
+                self._part_sums[key] += torch.stack([value.detach().float(), value.new_ones(()).float()])
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """AdamW over the stage's learning-rate groups, weight decay 0."""
+        if self.optimizer is None:
+            groups = param_groups(model if model is not None else self.model, self.stage, self.rates)
+            self.optimizer = torch.optim.AdamW(
+                groups, lr=self.rates["default"], betas=(self.args.adam_beta1, self.args.adam_beta2),
+                eps=self.args.adam_epsilon, weight_decay=0.0,
+            )
+            for group in groups:
+                count = sum(p.numel() for p in group["params"])
+                logger.info("param group %s: %d parameters, lr %g", group["name"], count, group["lr"])
+        return self.optimizer
+
+    def _get_train_sampler(self, train_dataset=None) -> ModalityLengthGroupedSampler:
+        """One global batch (all ranks, all accumulation steps) per modality group; Accelerate shards it."""
+        global_batch = self.args.per_device_train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
+        return ModalityLengthGroupedSampler(self.lengths, batch_size=global_batch, seed=self.args.seed)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add the loss parts and the throughput since the last one
+            for key, sums in self._part_sums.items():
+                total = self._nested_gather(sums[None]).sum(0)  # (2,) over ranks
+                if total[1] > 0:
+                    logs[key] = round(float(total[0] / total[1]), 4)
+                sums.zero_()
+            step, now = self.state.global_step, time.perf_counter()
+            samples = (step - self._last_log[0]) * self.args.total_train_batch_size
+            if samples > 0:
+                logs["samples_per_second"] = round(samples / (now - self._last_log[1]), 3)
+            self._last_log = (step, now)
+        super().log(logs, start_time)
+
+
+class LossThroughputProgress(ProgressCallback):
+    """The stock tqdm bar, with loss parts and samples/s as its postfix instead of printed dicts."""
+
+    SHOWN = ("loss", "lm_loss", "distill_loss", "samples_per_second", "learning_rate")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            self.training_bar.set_postfix({k: f"{logs[k]:.4g}" for k in self.SHOWN if k in logs}, refresh=False)
+            logger.info("step %d: %s", state.global_step, {k: logs[k] for k in self.SHOWN if k in logs})
+        elif state.is_world_process_zero and logs:
+            super().on_log(args, state, control, logs=logs, **kwargs)
+
+
+class SkippedSamplesReport(TrainerCallback):
+    """Logs what the dataset skipped (missing/corrupt videos, ...) at the end of every epoch."""
+
+    def on_epoch_end(self, args, state, control, train_dataloader=None, **kwargs):
+        dataset = getattr(train_dataloader, "dataset", None)
+        skipped = getattr(dataset, "skipped", None)
+        if skipped is None:
+            return
+        summaries = [skipped.summary()]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            summaries = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(summaries, skipped.summary())
+        if state.is_world_process_zero:
+            for rank, summary in enumerate(summaries):
+                logger.info("epoch %.0f, rank %d: %s", state.epoch or 0, rank, summary)
