@@ -1,7 +1,35 @@
-"""`videopanda train` subcommand(s). TODO(owner of this area): register them."""
+"""`videopanda train`: run one training stage, or several in sequence.
+
+    videopanda train --config configs/small/prealign.yaml [key=value ...]
+    videopanda train --stages prealign,pretrain,finetune --config-dir configs/small [key=value ...]
+
+Under several processes, launch it with ``torchrun`` (see ``scripts/*.sh``).
+"""
+
+from __future__ import annotations
 
 import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the top-level parser."""
+    parser = subparsers.add_parser("train", help="run training stage(s)", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="one stage's YAML config")
+    source.add_argument("--stages", help="comma-separated stages to chain, e.g. prealign,pretrain,finetune")
+    parser.add_argument("--config-dir", default="configs", help="with --stages: directory holding <stage>.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-4")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from videopanda.train.config import load_train_config
+    from videopanda.train.run import run_stages, train_stage
+
+    if args.config:
+        output = train_stage(load_train_config(args.config, args.overrides))
+    else:
+        output = run_stages([s.strip() for s in args.stages.split(",") if s.strip()], args.config_dir, args.overrides)
+    print(output)
+    return 0

@@ -53,10 +53,11 @@ class TeacherConfig:
 @dataclass
 class DataConfig:
     annotation_files: list[str] = field(default_factory=list)  # Video-LLaVA JSON files
-    media_root: str = "."  # video/image paths in the annotations are relative to this
+    media_root: str = "."  # video paths in the annotations are relative to this
+    image_root: str | None = None  # image paths likewise (None: media_root)
     fraction: float | None = None  # share of the shuffled data; None = the stage's rule (prealign 0.5)
     max_samples: int | None = None  # cap for smoke runs
-    template: Literal["vicuna_v1", "chat_template"] = "vicuna_v1"
+    template: str = "vicuna_v1"  # a conversation template name (videopanda.data.conversation)
     max_length: int = 4096
     num_workers: int = 0
 

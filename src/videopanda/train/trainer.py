@@ -43,14 +43,12 @@ class VideoPandaTrainer(Trainer):
         *args,
         stage: StageRule,
         rates: dict[str, float],
-        lengths: list[int],
         teacher_features: TeacherFeatureFn | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.stage = stage
         self.rates = rates
-        self.lengths = lengths
         self.teacher_features = teacher_features
         # Our loss is a per-batch mean: the Trainer divides it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
@@ -91,14 +89,16 @@ class VideoPandaTrainer(Trainer):
         return self.optimizer
 
     def _get_train_sampler(self, train_dataset=None) -> ModalityLengthGroupedSampler:
-        """One global batch (all ranks, all accumulation steps) per modality group; Accelerate shards it."""
-        global_batch = self.args.per_device_train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
-        return ModalityLengthGroupedSampler(self.lengths, batch_size=global_batch, seed=self.args.seed)
+        """The global order, one modality per step across ranks; Accelerate deals its batches to the ranks."""
+        return ModalityLengthGroupedSampler.from_dataset(
+            train_dataset if train_dataset is not None else self.train_dataset,
+            batch_size=self.args.per_device_train_batch_size, world_size=self.args.world_size, seed=self.args.seed,
+        )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: add the loss parts and the throughput since the last one
             for key, sums in self._part_sums.items():
-                total = self._nested_gather(sums[None]).sum(0)  # (2,) over ranks
+                total = self.accelerator.reduce(sums.clone(), reduction="sum")  # (2,) over ranks
                 if total[1] > 0:
                     logs[key] = round(float(total[0] / total[1]), 4)
                 sums.zero_()
@@ -124,17 +124,12 @@ class LossThroughputProgress(ProgressCallback):
 
 
 class SkippedSamplesReport(TrainerCallback):
-    """Logs what the dataset skipped (missing/corrupt videos, ...) at the end of every epoch."""
+    """Logs what the dataset skipped (missing/corrupt videos, ...) at the end of every epoch.
+
+    The dataset's skip log file gathers the records of all ranks and data-loader workers.
+    """
 
     def on_epoch_end(self, args, state, control, train_dataloader=None, **kwargs):
         dataset = getattr(train_dataloader, "dataset", None)
-        skipped = getattr(dataset, "skipped", None)
-        if skipped is None:
-            return
-        summaries = [skipped.summary()]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            summaries = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(summaries, skipped.summary())
-        if state.is_world_process_zero:
-            for rank, summary in enumerate(summaries):
-                logger.info("epoch %.0f, rank %d: %s", state.epoch or 0, rank, summary)
+        if state.is_world_process_zero and hasattr(dataset, "skipped_summary"):
+            logger.info("epoch %d: %s", round(state.epoch or 0), dataset.skipped_summary())

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+#SBATCH --job-name=videopanda-pretrain
+#SBATCH --nodes=16
+#SBATCH --ntasks-per-node=1
+#SBATCH --gres=gpu:4
+#SBATCH --exclusive
+# Stage "pretrain" of the release recipe (configs/pretrain.yaml), like the seed's pretrain.sh.
+#
+#   single node:   DATA_ROOT=/data/videopanda scripts/pretrain.sh [key=value ...]
+#   many nodes:    on each node: DATA_ROOT=... NNODES=16 NODE_RANK=<i> MASTER_ADDR=<node 0> scripts/pretrain.sh
+#   slurm:         DATA_ROOT=... sbatch scripts/pretrain.sh
+#
+# DATA_ROOT is the seed's data layout (train/train_json/*.json, train/valley/, train/videochatgpt_tune/);
+# CONFIG picks another config (e.g. configs/small/pretrain.yaml). See scripts/launch.sh for NPROC etc.
+set -euo pipefail
+cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
+
+DATA=()  # without DATA_ROOT, the config's own data paths
+if [[ -n "${DATA_ROOT:-}" ]]; then
+    DATA=("data.annotation_files=[$DATA_ROOT/train/train_json/valley_.json]" "data.media_root=$DATA_ROOT/train")
+fi
+exec scripts/launch.sh "${CONFIG:-configs/pretrain.yaml}" \
+    ${DATA[@]+"${DATA[@]}"} \
+    "$@"

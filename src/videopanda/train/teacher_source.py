@@ -1,0 +1,54 @@
+"""Where the distillation targets of a batch come from: the live teacher or the teacher cache.
+
+A source is called with the collated batch and returns
+``(teacher_features (N_t, Dt), teacher_patches_per_frame (F,))`` for the
+batch's frames in order. The live teacher needs the teacher-scale frames
+(``teacher_pixel_values``); the cache needs each sample's key (``sample_keys``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from videopanda.model.configuration_videopanda import VideoPandaConfig
+from videopanda.train.config import TeacherConfig
+
+
+class TeacherSource(Protocol):
+    needs_frames: bool
+    needs_keys: bool
+
+    def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]: ...
+
+
+@dataclass
+class LiveTeacher:
+    """Runs the frozen teacher on every batch (what the release does)."""
+
+    teacher: torch.nn.Module
+    needs_frames: bool = True
+    needs_keys: bool = False
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        from videopanda.model.teacher import teacher_patch_features
+
+        if "teacher_pixel_values" not in batch:
+            raise ValueError("the live teacher needs teacher_pixel_values in the batch (collator with_teacher=True)")
+        frames = batch["teacher_pixel_values"].to(next(self.teacher.parameters()).dtype)  # (F, 4, St, St)
+        return teacher_patch_features(self.teacher, frames)
+
+
+def build_teacher_source(config: TeacherConfig, model_config: VideoPandaConfig, device: torch.device) -> TeacherSource:
+    if config.cache:
+        from videopanda.train.teacher_cache import CachedTeacher
+
+        return CachedTeacher(config.cache, model_config)
+    from videopanda.model.teacher import load_teacher
+
+    teacher = load_teacher(config.path).to(device).eval().requires_grad_(False)
+    return LiveTeacher(teacher)
