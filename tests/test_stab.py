@@ -137,6 +137,10 @@ def test_bad_inputs_raise_clear_errors(small_stab):
         small_stab(frames, torch.tensor([4, 3]))
     with pytest.raises(ValueError, match=r"\(F, 4, S, S\)"):
         small_stab(frames[:, :3], torch.tensor([4, 4]))
+    speck = frames[:1].clone()
+    speck[0, 3, :14, :14] = 1  # one valid patch: less than one LSD window
+    with pytest.raises(ValueError, match=r"frames \[0\] have a valid region smaller than one 2x2 LSD window"):
+        small_stab(speck, torch.tensor([1]))
 
 
 def test_gradients_reach_every_used_parameter(small_stab):
@@ -145,4 +149,4 @@ def test_gradients_reach_every_used_parameter(small_stab):
     small_stab.train()
     small_stab(video, torch.tensor([4, 4])).tokens.square().mean().backward()
     no_grad = [n for n, p in small_stab.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert all(n.startswith("lmhra2.") for n in no_grad), no_grad
+    assert all(n.startswith("lste.unused_lmhra.") for n in no_grad), no_grad

@@ -22,6 +22,9 @@ from torch import Tensor, nn
 
 # STAB submodules whose release names say less than ours.
 STAB_RENAMES: tuple[tuple[str, str], ...] = (
+    ("lmhra1.", "lste.lmhra."),
+    ("lmhra2.", "lste.unused_lmhra."),
+    ("dpe.", "lste.dpe."),
     ("dec.", "gstra."),
     ("local_attention.", "lsd."),
     ("global_attention.", "fsra."),

@@ -93,6 +93,21 @@ class LocalTemporalMHRA(nn.Module):
         return self.pos_embed(x)
 
 
+class LocalSpatioTemporalEncoder(nn.Module):
+    """LSTE: ``x + LMHRA(x)``, then ``x + DPE(x)`` (depthwise 3x3x3 conv) over a chunk's frames."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.lmhra = LocalTemporalMHRA(dim)
+        self.unused_lmhra = LocalTemporalMHRA(dim)  # the release's `lmhra2`: held so checkpoints load, never called
+        self.dpe = nn.Conv3d(dim, dim, kernel_size=3, padding=1, groups=dim)
+        nn.init.zeros_(self.dpe.bias)
+
+    def forward(self, x: Tensor) -> Tensor:  # (C, d, T, Hp, Wp) -> same
+        x = x + self.lmhra(x)
+        return x + self.dpe(x)
+
+
 class GSTRAMlp(nn.Module):
     def __init__(self, dim: int, dropout: float) -> None:
         super().__init__()
@@ -158,7 +173,14 @@ class WindowAttention(nn.Module):
 
 
 class STAB(nn.Module):
-    """Spatio-Temporal Alignment Block (spec section 2)."""
+    """Spatio-Temporal Alignment Block (spec section 2).
+
+    Submodules: ``patch_embedding``; ``lste`` + ``temporal_cls_token`` + ``gstra``
+    (chunk-level context of videos); ``lsd`` (s x s downsampling); ``fsra`` with
+    ``class_embedding`` (frame-level context); ``split_embedding`` (row ends);
+    ``balance`` + ``fusion_head`` (context fusion). ``convert.py`` maps these to
+    the release's names.
+    """
 
     def __init__(self, config: VideoPandaConfig) -> None:
         super().__init__()
@@ -167,10 +189,7 @@ class STAB(nn.Module):
         self.lsd_stride = config.lsd_stride
         self.max_crop_patches = config.max_crop_patches
         self.patch_embedding = nn.Conv2d(3, dim, kernel_size=config.patch_size, stride=config.patch_size, bias=False)
-        self.lmhra1 = LocalTemporalMHRA(dim)
-        self.lmhra2 = LocalTemporalMHRA(dim)  # held by the release's checkpoints, never called
-        self.dpe = nn.Conv3d(dim, dim, kernel_size=3, padding=1, groups=dim)
-        nn.init.zeros_(self.dpe.bias)
+        self.lste = LocalSpatioTemporalEncoder(dim)
         self.temporal_cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.gstra = GlobalSpatioTemporalAttention(dim, config.stab_num_heads, config.stab_dropout)
         self.lsd = WindowAttention(dim, config.stab_num_heads)
@@ -191,6 +210,9 @@ class STAB(nn.Module):
         top_left, size = crop_boxes(patch_mask, self.max_crop_patches)
         grid = self._local_downsample(self._shift_to_crop(tokens, top_left))  # (F, gh, gw, d)
         grid_hw = size // self.lsd_stride  # (F, 2)
+        if not grid_hw.all():
+            empty = (grid_hw == 0).any(1).nonzero().flatten().tolist()
+            raise ValueError(f"frames {empty} have a valid region smaller than one {self.lsd_stride}x{self.lsd_stride} LSD window")
         valid = self._valid_cells(grid_hw, grid.shape[1], grid.shape[2])  # (F, gh, gw)
         frame_context = self.fsra(self.class_embedding.expand(grid.shape[0], -1), grid.flatten(1, 2), valid.flatten(1))
         context = self._fuse(frame_context, video_context, chunk_lengths)  # (F, d)
@@ -226,8 +248,7 @@ class STAB(nn.Module):
                 continue
             frames = (starts[chunk_lengths == length][:, None] + torch.arange(length, device=patches.device)).flatten()
             x = patches[frames].unflatten(0, (-1, length)).transpose(1, 2)  # (C, d, T, Hp, Wp)
-            x = x + self.lmhra1(x)
-            x = x + self.dpe(x)
+            x = self.lste(x)
             query = self.temporal_cls_token.expand(x.shape[0], -1, -1)
             chunk_context = self.gstra(query, x.flatten(2).transpose(1, 2))[:, 0]  # (C, d)
             lste = lste.index_copy(0, frames, x.transpose(1, 2).flatten(0, 1))
