@@ -56,3 +56,23 @@ def test_loss_is_zero_when_student_equals_teacher_and_mismatch_raises():
     torch.testing.assert_close(out.per_frame_loss, torch.zeros(2), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="must agree"):
         head(hidden, teacher[:9], torch.tensor([4, 6]))
+
+
+def test_gradient_reaches_every_selected_layer_and_every_parameter():
+    config = VideoPandaConfig(text_config=tiny_llama_config(num_hidden_layers=8), teacher_hidden_size=16, use_distillation=True)
+    head = DistillationHead(config)
+    assert head.layer_indices == [8, 4, 0]
+    hidden = torch.randn(7, 9, 32, requires_grad=True)  # all L+1 entries
+    out = head(hidden[:, head.layer_indices], torch.randn(7, 16), torch.tensor([3, 4]))
+    out.loss.backward()
+    grad_per_entry = hidden.grad.abs().sum((0, 2))  # (L+1,)
+    assert (grad_per_entry[head.layer_indices] > 0).all()
+    assert (grad_per_entry[[i for i in range(9) if i not in head.layer_indices]] == 0).all()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+
+
+def test_frame_without_patches_is_refused():
+    config = VideoPandaConfig(text_config=tiny_llama_config(num_hidden_layers=4), teacher_hidden_size=16, use_distillation=True)
+    head = DistillationHead(config)
+    with pytest.raises(ValueError, match="at least one patch"):
+        head(torch.randn(4, 2, 32), torch.randn(4, 16), torch.tensor([4, 0]))

@@ -11,6 +11,10 @@ extra projections); the student feature is ``input_layer(raw last layer) +
 output_layer(attention result)``. Loss per frame: ``1 - mean cosine`` over its
 patches; the batch loss is the mean over frames. Parameter names are the
 release's (``model.video_tower_compressor.*``).
+
+Only frames with real content are passed in (the caller drops padding frames
+and non-patch tokens, and pools a finer student grid to the teacher's first:
+``modeling_videopanda.pool_patch_grid``); a frame with no patches is refused.
 """
 
 from __future__ import annotations
@@ -66,7 +70,13 @@ class DistillationHead(nn.Module):
         return self.input_layer(hidden_states[:, 0]) + self.output_layer(fused)
 
     def forward(self, hidden_states: Tensor, teacher_features: Tensor, tokens_per_frame: Tensor) -> DistillOutput:
-        """hidden_states (N, K, D), teacher_features (N, Dt), tokens_per_frame (F,) summing to N."""
+        """hidden_states (N, K, D), teacher_features (N, Dt), tokens_per_frame (F,) summing to N.
+
+        ``hidden_states[:, j]`` is hidden-state entry ``layer_indices[j]`` (select with
+        ``all_entries[:, head.layer_indices]`` from the ``(N, L+1, D)`` stack).
+        """
+        if bool((tokens_per_frame < 1).any()):
+            raise ValueError(f"every frame needs at least one patch, got tokens_per_frame {tokens_per_frame.tolist()}")
         if teacher_features.shape[0] != hidden_states.shape[0] or int(tokens_per_frame.sum()) != hidden_states.shape[0]:
             raise ValueError(
                 f"{hidden_states.shape[0]} student patches, {teacher_features.shape[0]} teacher patches and "
