@@ -155,7 +155,9 @@ def _check_duplicates(state_dict: dict[str, Tensor]) -> None:
     for duplicate, source in DUPLICATES:
         for name in (n for n in state_dict if n.startswith(duplicate)):
             twin = source + name[len(duplicate) :]
-            if twin in state_dict and not torch.equal(state_dict[twin], state_dict[name]):
+            if twin not in state_dict:
+                raise CheckpointKeyError(f"{name} has no twin {twin}: the checkpoint's shared modules disagree")
+            if not torch.equal(state_dict[twin], state_dict[name]):
                 raise CheckpointKeyError(f"{name} differs from {twin}: the checkpoint's shared modules disagree")
 
 
