@@ -110,22 +110,21 @@ def training_arguments(config: TrainConfig, rule: StageRule, rates: dict[str, fl
 
 def build_dataset(
     config: TrainConfig, rule: StageRule, model: VideoPandaForCausalLM, tokenizer: PreTrainedTokenizerBase,
-    with_teacher_frames: bool,
+    with_teacher_frames: bool = False, with_keys: bool = False,
 ) -> VideoLLaVADataset:
     """The stage's share of the shuffled annotations; skipped samples collected in ``output_dir``."""
     data = config.data
     if not data.annotation_files:
         raise ValueError("data.annotation_files is empty: give one or more Video-LLaVA JSON files")
     fraction = rule.data_fraction if data.fraction is None else data.fraction
+    items = load_annotations(data.annotation_files, fraction=fraction, seed=config.seed, max_samples=data.max_samples)
     processor = VideoPandaProcessor(tokenizer, model.config, template=data.template, max_length=data.max_length)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-    dataset = VideoLLaVADataset(
-        data.annotation_files, processor, data.media_root, data.image_root, train=True, seed=config.seed,
-        fraction=fraction, max_samples=data.max_samples, shuffle_seed=config.seed, with_teacher=with_teacher_frames,
-        skip_log=Path(config.output_dir) / SKIP_LOG_NAME,
+    logger.info("stage %s: %d samples (%.0f%% of %s)", rule.name, len(items), 100 * fraction, data.annotation_files)
+    return VideoLLaVADataset(
+        items, data.media_root, processor, image_root=data.image_root, train=True, seed=config.seed,
+        with_teacher=with_teacher_frames, with_keys=with_keys, skip_log=Path(config.output_dir) / SKIP_LOG_NAME,
     )
-    logger.info("stage %s: %d samples (%.0f%% of %s)", rule.name, len(dataset), 100 * fraction, data.annotation_files)
-    return dataset
 
 
 def setup_stage(config: TrainConfig) -> StageSetup:
@@ -143,7 +142,8 @@ def setup_stage(config: TrainConfig) -> StageSetup:
     logger.info("stage %s trains %d of %d parameter tensors (%s)", rule.name, len(trainable),
                 len(list(model.parameters())), ", ".join(rule.trainable))
     teacher = build_teacher_source(config.teacher, model.config, args.device) if distilling else None
-    dataset = build_dataset(config, rule, model, tokenizer, with_teacher_frames=bool(teacher and teacher.needs_frames))
+    dataset = build_dataset(config, rule, model, tokenizer, with_teacher_frames=bool(teacher and teacher.needs_frames),
+                            with_keys=bool(teacher and teacher.needs_keys))
     collator = VideoPandaCollator(tokenizer.pad_token_id, "right")
     trainer = VideoPandaTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=tokenizer,

@@ -40,7 +40,7 @@ class LiveTeacher:
         if "teacher_pixel_values" not in batch:
             raise ValueError("the live teacher needs teacher_pixel_values in the batch (collator with_teacher=True)")
         frames = batch["teacher_pixel_values"].to(next(self.teacher.parameters()).dtype)  # (F, 4, St, St)
-        return teacher_patch_features(self.teacher, frames)
+        return teacher_patch_features(self.teacher, frames, batch["chunk_lengths"])
 
 
 def build_teacher_source(config: TeacherConfig, model_config: VideoPandaConfig, device: torch.device) -> TeacherSource:
@@ -50,5 +50,16 @@ def build_teacher_source(config: TeacherConfig, model_config: VideoPandaConfig, 
         return CachedTeacher(config.cache, model_config)
     from videopanda.model.teacher import load_teacher
 
-    teacher = load_teacher(config.path).to(device).eval().requires_grad_(False)
+    teacher = load_teacher(config.path).to(device)
+    check_teacher_fits(teacher.config.hidden_size, teacher.config.image_size, model_config, config.path)
     return LiveTeacher(teacher)
+
+
+def check_teacher_fits(hidden_size: int, image_size: int, model_config: VideoPandaConfig, source: str) -> None:
+    """The teacher's width and frame size must be the ones the model's distillation head and data expect."""
+    expected = (model_config.teacher_hidden_size, model_config.teacher_image_size)
+    if (hidden_size, image_size) != expected:
+        raise ValueError(
+            f"teacher {source} has width {hidden_size} and frame size {image_size}, the model expects "
+            f"teacher_hidden_size={expected[0]} and teacher_image_size={expected[1]}"
+        )

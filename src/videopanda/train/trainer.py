@@ -58,6 +58,12 @@ class VideoPandaTrainer(Trainer):
         self.add_callback(LossThroughputProgress())
         self.add_callback(SkippedSamplesReport())
 
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per optimizer step, all ranks and accumulation steps together."""
+        args = self.args
+        return args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         teacher_inputs = {k: inputs.pop(k) for k in TEACHER_INPUT_KEYS if k in inputs}
@@ -90,9 +96,10 @@ class VideoPandaTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None) -> ModalityLengthGroupedSampler:
         """The global order, one modality per step across ranks; Accelerate deals its batches to the ranks."""
-        return ModalityLengthGroupedSampler.from_dataset(
-            train_dataset if train_dataset is not None else self.train_dataset,
-            batch_size=self.args.per_device_train_batch_size, world_size=self.args.world_size, seed=self.args.seed,
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return ModalityLengthGroupedSampler(
+            dataset.modality_lengths(), batch_size=self.args.per_device_train_batch_size,
+            world_size=self.args.world_size, seed=self.args.seed,
         )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -103,7 +110,7 @@ class VideoPandaTrainer(Trainer):
                     logs[key] = round(float(total[0] / total[1]), 4)
                 sums.zero_()
             step, now = self.state.global_step, time.perf_counter()
-            samples = (step - self._last_log[0]) * self.args.total_train_batch_size
+            samples = (step - self._last_log[0]) * self.global_batch_size
             if samples > 0:
                 logs["samples_per_second"] = round(samples / (now - self._last_log[1]), 3)
             self._last_log = (step, now)
@@ -116,11 +123,12 @@ class LossThroughputProgress(ProgressCallback):
     SHOWN = ("loss", "lm_loss", "distill_loss", "samples_per_second", "learning_rate")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and self.training_bar is not None and logs:
-            self.training_bar.set_postfix({k: f"{logs[k]:.4g}" for k in self.SHOWN if k in logs}, refresh=False)
-            logger.info("step %d: %s", state.global_step, {k: logs[k] for k in self.SHOWN if k in logs})
-        elif state.is_world_process_zero and logs:
-            super().on_log(args, state, control, logs=logs, **kwargs)
+        if not state.is_world_process_zero or not logs:
+            return
+        shown = {k: logs[k] for k in self.SHOWN if k in logs}
+        if shown and self.training_bar is not None:
+            self.training_bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+        logger.info("step %d: %s", state.global_step, shown or logs)
 
 
 class SkippedSamplesReport(TrainerCallback):

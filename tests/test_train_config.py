@@ -1,0 +1,117 @@
+"""Train configs (typed, validated, shipped files load) and stage rules (freezing, lr groups) on a toy module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from conftest import REPO_ROOT
+from videopanda.config import ConfigError
+from videopanda.train.config import TrainConfig, load_train_config
+from videopanda.train.stages import STAGES, apply_stage, get_stage, group_learning_rates, param_groups
+
+SHIPPED = sorted((REPO_ROOT / "configs").glob("*.yaml")) + sorted((REPO_ROOT / "configs" / "small").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_shipped_configs_load_and_name_their_stage_and_command(path: Path):
+    config = load_train_config(path)
+    assert path.stem == config.stage
+    assert "videopanda train" in path.read_text().split("\nstage:")[0] or "scripts/" in path.read_text()
+    if config.deepspeed:
+        assert (REPO_ROOT / config.deepspeed).is_file()
+
+
+def test_release_recipe_matches_the_spec_table():
+    prealign, pretrain, finetune = (load_train_config(REPO_ROOT / "configs" / f"{s}.yaml") for s in STAGES)
+    assert (prealign.optim.group_lr["visual"], prealign.data.fraction, prealign.per_device_batch_size) == (4e-4, 0.5, 8)
+    assert (pretrain.optim.lr, pretrain.data.fraction, pretrain.optim.warmup_ratio) == (4e-5, 1.0, 0.01)
+    assert (finetune.optim.lr, finetune.optim.group_lr["visual"], finetune.per_device_batch_size) == (2e-5, 2e-5, 4)
+    assert all(c.distributed == "deepspeed" and c.precision == "bf16" for c in (prealign, pretrain, finetune))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["optim.learning_rate=1e-4"], "optim.learning_rate"),
+        (["bogus=1"], "bogus"),
+        (["per_device_batch_size=eight"], "per_device_batch_size"),
+        (["optim.lr=fast"], "optim.lr"),
+        (["precision=fp8"], "precision"),
+        (["stage=pretraining"], "stage"),
+        (["optim.group_lr.visual=high"], "optim.group_lr.visual"),
+        (["data.annotation_files=a.json"], "data.annotation_files"),
+    ],
+)
+def test_unknown_key_or_wrong_type_is_an_error_naming_it(overrides, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_train_config(None, overrides)
+
+
+def test_overrides_are_typed():
+    config = load_train_config(None, ["optim.lr=1e-4", "max_steps=3", "data.annotation_files=[a.json, b.json]"])
+    assert isinstance(config, TrainConfig)
+    assert config.optim.lr == 1e-4 and config.max_steps == 3 and config.data.annotation_files == ["a.json", "b.json"]
+
+
+class Toy(nn.Module):
+    """The four top-level submodule names of VideoPandaForCausalLM, nothing else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stab = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+        self.projector = nn.Linear(2, 3)
+        self.language_model = nn.ModuleDict({"model": nn.Linear(3, 3), "lm_head": nn.Linear(3, 5)})
+        self.distill_head = nn.Linear(3, 4)
+
+
+def trainable(model: nn.Module) -> set[str]:
+    return {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(
+    ("stage", "distilling", "expected"),
+    [
+        ("prealign", True, {"stab", "projector", "distill_head"}),
+        ("prealign", False, {"stab", "projector"}),
+        ("pretrain", True, {"stab", "projector", "language_model", "distill_head"}),
+        ("finetune", True, {"stab", "projector", "language_model"}),  # finetune never distills
+    ],
+)
+def test_stage_rules_freeze_by_prefix(stage, distilling, expected):
+    model = Toy()
+    rule = get_stage(stage)
+    apply_stage(model, rule, distilling and rule.distills)
+    assert trainable(model) == expected
+
+
+def test_param_groups_carry_the_stage_and_override_rates():
+    model = Toy()
+    rule = get_stage("prealign")
+    apply_stage(model, rule, distilling=True)
+    groups = param_groups(model, rule, group_learning_rates(rule, lr=1e-5, group_lr={"visual": 3e-3}))
+    by_name = {g["name"]: g for g in groups}
+    assert {n: g["lr"] for n, g in by_name.items()} == {"visual": 3e-3, "default": 1e-5}
+    ids = lambda params: {id(p) for p in params}  # noqa: E731
+    assert ids(by_name["visual"]["params"]) == ids([*model.stab.parameters(), *model.projector.parameters()])
+    assert ids(by_name["default"]["params"]) == ids(model.distill_head.parameters())
+    assert all(g["weight_decay"] == 0.0 for g in groups)
+    assert group_learning_rates(get_stage("finetune")) == {"default": 2e-5, "visual": 2e-5}
+
+
+def test_rules_see_through_wrapper_names():
+    wrapped = nn.Module()
+    wrapped.module = Toy()  # how DDP names parameters
+    apply_stage(wrapped, get_stage("prealign"), distilling=False)
+    assert trainable(wrapped.module) == {"stab", "projector"}
+
+
+def test_unknown_group_and_stage_are_refused():
+    with pytest.raises(ValueError, match="visiual"):
+        group_learning_rates(get_stage("pretrain"), group_lr={"visiual": 1e-4})
+    with pytest.raises(ValueError, match="stage3"):
+        get_stage("stage3")
+    with pytest.raises(ValueError, match="trains"):
+        apply_stage(nn.Linear(2, 2), get_stage("prealign"), distilling=True)
