@@ -1,131 +1,146 @@
-"""Templates, label masking, placeholder expansion, datasets with bad samples, collation, sampling."""
+"""Processor (labels, placeholder expansion, max length, prompts) and collator."""
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 import torch
 
 from conftest import moving_square_frames, small_videopanda_config
 from videopanda.data.collator import VideoPandaCollator
-from videopanda.data.conversation import VICUNA_SYSTEM, Turn, render
-from videopanda.data.dataset import VideoLLaVADataset, load_annotations
-from videopanda.data.processing_videopanda import VideoPandaProcessor, VisualTokensTruncated
-from videopanda.data.sampler import ModalityLengthGroupedSampler
-from videopanda.data.transform import preprocess_frames, preprocess_image
-from videopanda.data.video_writer import write_video
+from videopanda.data.conversation import VICUNA_SYSTEM, ConversationError, Turn
+from videopanda.data.processing_videopanda import SampleTooLongError, VideoPandaProcessor
+from videopanda.data.transform import preprocess_frames
 
-TURNS = [Turn("user", "<video>\nWhat colour?"), Turn("assistant", "red"), Turn("user", "Shape?"), Turn("assistant", "square")]
+TWO_TURNS = [Turn("user", "What colour?"), Turn("assistant", "red"), Turn("user", "Shape?"), Turn("assistant", "square")]
+QA = [Turn("user", "<video>\nWhat colour?"), Turn("assistant", "red")]
 
 
-def learned_text(tokenizer, sample) -> str:
-    return tokenizer.decode(sample.labels[sample.labels != -100])
+def visuals(num_frames, height, width, seed=0):
+    frames = moving_square_frames(num_frames, height, width, seed=seed)
+    return preprocess_frames(frames, image_size=112, teacher_image_size=56, num_frames=None if num_frames == 1 else 8)
 
 
-def test_vicuna_segments_by_hand(smollm2_tokenizer):
-    segments = render("vicuna_v1", [Turn("user", "Q1"), Turn("assistant", "A1"), Turn("user", "Q2")],
-                      smollm2_tokenizer, add_generation_prompt=True)
-    text = "".join(s.text for s in segments)
-    assert text == f"{VICUNA_SYSTEM} USER: Q1 ASSISTANT: A1</s>USER: Q2 ASSISTANT:"
-    assert [s.text for s in segments if s.learned] == [" A1</s>"]
+@pytest.fixture(scope="module")
+def config(smollm2_tokenizer):
+    return small_videopanda_config(smollm2_tokenizer)
 
 
-@pytest.mark.parametrize("template, expected", [
-    ("vicuna_v1", " red</s> square</s>"),
-    ("chat_template", "red<|im_end|>\nsquare<|im_end|>\n"),
+def expected_ids_and_labels(tokenizer, pieces):
+    """Hand-split text: (text, learned) pieces tokenised one by one (their boundaries never merge)."""
+    ids = [tokenizer(text, add_special_tokens=False).input_ids for text, _ in pieces]
+    labels = [piece if learned else [-100] * len(piece) for piece, (_, learned) in zip(ids, pieces)]
+    return torch.tensor(sum(ids, [])), torch.tensor(sum(labels, []))
+
+
+@pytest.mark.parametrize("template, pieces", [
+    ("vicuna_v1", [
+        (f"{VICUNA_SYSTEM} USER: What colour? ASSISTANT:", False), (" red</s>", True),
+        ("USER: Shape? ASSISTANT:", False), (" square</s>", True),
+    ]),
+    ("chat_template", [
+        ("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nWhat colour?<|im_end|>\n<|im_start|>assistant\n", False),
+        ("red", True), ("<|im_end|>", True),
+        ("\n<|im_start|>user\nShape?<|im_end|>\n<|im_start|>assistant\n", False),
+        ("square", True), ("<|im_end|>", True), ("\n", False),
+    ]),
 ])
-def test_labels_only_on_assistant_replies(smollm2_tokenizer, template, expected):
-    config = small_videopanda_config(smollm2_tokenizer)
-    processor = VideoPandaProcessor(smollm2_tokenizer, config, template=template, system="S")
-    frames = moving_square_frames(4, 64, 96)
-    visual = preprocess_frames(frames, image_size=112, teacher_image_size=56)
-    sample = processor.encode(TURNS, visual)
-    assert learned_text(smollm2_tokenizer, sample) == expected
-    placeholders = sample.input_ids == config.image_token_id
-    assert int(placeholders.sum()) == int(processor.frame_token_counts(visual.pixel_values).sum())
-    assert (sample.labels[placeholders] == -100).all()
-    # the placeholders sit at the front of the first user turn
-    first = int(placeholders.nonzero()[0])
-    prompt_before = smollm2_tokenizer.decode(sample.input_ids[:first])
-    assert prompt_before.endswith("USER: " if template == "vicuna_v1" else "user\n")
+def test_labels_exactly_on_replies_and_end_of_turn(smollm2_tokenizer, config, template, pieces):
+    processor = VideoPandaProcessor(smollm2_tokenizer, config, template=template, system=None if "vicuna" in template else "S")
+    sample = processor.encode_conversation(TWO_TURNS)
+    input_ids, labels = expected_ids_and_labels(smollm2_tokenizer, pieces)
+    assert sample.input_ids.tolist() == input_ids.tolist()
+    assert sample.labels.tolist() == labels.tolist()
+    assert sample.pixel_values is None and sample.chunk_lengths is None
 
 
+def test_video_placeholders_front_of_turn_and_never_learned(smollm2_tokenizer, config):
+    processor = VideoPandaProcessor(smollm2_tokenizer, config)
+    video = visuals(8, 64, 96)
+    sample = processor.encode_conversation([Turn("user", "What colour? <video>"), Turn("assistant", "red")], video)
+    placeholder = sample.input_ids == config.image_token_id
+    first, last = placeholder.nonzero()[[0, -1], 0].tolist()
+    assert placeholder[first : last + 1].all()  # one block
+    assert smollm2_tokenizer.decode(sample.input_ids[:first]).endswith("USER: ")
+    assert smollm2_tokenizer.decode(sample.input_ids[last + 1 :]) == "\nWhat colour? ASSISTANT: red</s>"
+    assert (sample.labels[placeholder] == -100).all()
+    assert smollm2_tokenizer.decode(sample.labels[sample.labels != -100]) == " red</s>"
+    assert torch.equal(sample.pixel_values, video.pixel_values) and sample.chunk_lengths.tolist() == [4, 4]
+
+
+# 112x112 student canvas: 8x8 patches, LSD grid up to 4x4; a frame is 1 + h*(w+1) tokens.
 @pytest.mark.parametrize("height, width, grid", [(64, 128, (2, 4)), (128, 64, (4, 2)), (96, 96, (4, 4))])
-def test_placeholder_count_per_aspect_ratio(smollm2_tokenizer, height, width, grid):
-    config = small_videopanda_config(smollm2_tokenizer)
+def test_placeholder_expansion_per_aspect_ratio(smollm2_tokenizer, config, height, width, grid):
     processor = VideoPandaProcessor(smollm2_tokenizer, config)
-    visual = preprocess_frames(moving_square_frames(3, height, width), image_size=112, teacher_image_size=56)
-    sample = processor.encode(TURNS[:2], visual)
+    video = visuals(3, height, width)  # 3 real frames + 5 all-zero frames (top-left 8x8 patches: 4x4 LSD grid)
+    sample = processor.encode_conversation(QA, video)
     h, w = grid
-    expected = 3 * (1 + h * (w + 1)) + 5 * (1 + 4 * 5)  # 3 real frames + 5 padding frames (top-left 4x4)
-    assert int((sample.input_ids == config.image_token_id).sum()) == expected
-    assert sample.chunk_lengths.tolist() == [4, 4]
+    counts = processor.frame_token_counts(video.pixel_values)
+    assert counts.tolist() == [1 + h * (w + 1)] * 3 + [1 + 4 * 5] * 5
+    assert int((sample.input_ids == config.image_token_id).sum()) == int(counts.sum())
 
 
-def test_visual_tokens_cut_by_max_length_is_rejected(smollm2_tokenizer):
-    config = small_videopanda_config(smollm2_tokenizer)
-    processor = VideoPandaProcessor(smollm2_tokenizer, config, max_length=100)
-    visual = preprocess_frames(moving_square_frames(4, 64, 64), image_size=112, teacher_image_size=56)
-    with pytest.raises(VisualTokensTruncated, match="max_length=100"):
-        processor.encode(TURNS, visual)
-
-
-def write_dataset(tmp_path, names):
-    items = []
-    for i, name in enumerate(names):
-        write_video(tmp_path / name, moving_square_frames(8, 64, 96, seed=i), fps=4)
-        items.append({"id": str(i), "video": name, "conversations": [
-            {"from": "human", "value": "<video>\nColour?"}, {"from": "gpt", "value": "red"}]})
-    items.append({"id": "text", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]})
-    items.append({"id": "bad"})  # malformed: no conversations
-    (tmp_path / "train.json").write_text(json.dumps(items))
-    return tmp_path / "train.json"
-
-
-def test_dataset_skips_and_reports_corrupt_missing_and_malformed(tmp_path, smollm2_tokenizer):
-    annotation = write_dataset(tmp_path, ["a.mp4", "b.avi", "c.webm", "d.mkv"])
-    (tmp_path / "b.avi").write_bytes(b"not a video" * 50)
-    (tmp_path / "c.webm").unlink()
-    config = small_videopanda_config(smollm2_tokenizer)
-    dataset = VideoLLaVADataset(load_annotations([annotation]), tmp_path, VideoPandaProcessor(smollm2_tokenizer, config))
-    samples = [dataset[i] for i in range(len(dataset))]
-    assert sorted(dataset.skipped.items) == ["train.json#1", "train.json#2", "train.json#5"]
-    assert "b.avi" in dataset.skipped.items["train.json#1"] and "c.webm" in dataset.skipped.items["train.json#2"]
-    assert dataset.skipped.summary().startswith("3 samples skipped")
-    # replacements are the next usable index, deterministically
-    assert torch.equal(samples[1].input_ids, samples[3].input_ids) and samples[5].pixel_values is not None
-    assert samples[4].pixel_values is None  # the text-only sample
-
-
-def test_collator_mixed_batch_and_malformed_json(tmp_path, smollm2_tokenizer):
-    config = small_videopanda_config(smollm2_tokenizer)
+def test_image_is_one_placeholder_and_one_chunk(smollm2_tokenizer, config):
     processor = VideoPandaProcessor(smollm2_tokenizer, config)
-    wide = processor.encode(TURNS[:2], preprocess_frames(moving_square_frames(8, 64, 128), image_size=112, teacher_image_size=56))
-    tall = processor.encode(TURNS[:2], preprocess_frames(moving_square_frames(8, 128, 64), image_size=112, teacher_image_size=56))
-    image = processor.encode([Turn("user", "<image>\nWhat?"), Turn("assistant", "a")],
-                             preprocess_image(moving_square_frames(1, 60, 60)[0], image_size=112, teacher_image_size=56),
-                             is_video=False)
-    text = processor.encode([Turn("user", "Hi"), Turn("assistant", "Hello")], None)
-    batch = VideoPandaCollator(smollm2_tokenizer.pad_token_id, with_teacher=True)([wide, image, text, tall])
+    image = visuals(1, 64, 128)
+    sample = processor.encode_conversation([Turn("user", "<image>\nWhat?"), Turn("assistant", "a")], image)
+    assert sample.chunk_lengths.tolist() == [1] and sample.pixel_values.shape == (1, 4, 112, 112)
+    assert int((sample.input_ids == config.image_token_id).sum()) == 1 + 2 * 5  # 128x64 -> a 2x4 LSD grid
+
+
+def test_marker_errors(smollm2_tokenizer, config):
+    processor = VideoPandaProcessor(smollm2_tokenizer, config)
+    with pytest.raises(ConversationError, match="no video or image"):
+        processor.encode_conversation(QA)
+    with pytest.raises(ConversationError, match="at most one visual marker"):
+        processor.encode_conversation([Turn("user", "<video> and <video>"), Turn("assistant", "a")], visuals(8, 64, 64))
+    with pytest.raises(ConversationError, match="at most one visual marker"):
+        processor.encode_conversation([Turn("user", "Q"), Turn("assistant", "<image>")], visuals(1, 64, 64))
+
+
+def test_max_length_rejects_visual_cut_and_truncates_text(smollm2_tokenizer, config):
+    processor = VideoPandaProcessor(smollm2_tokenizer, config, max_length=100)
+    with pytest.raises(SampleTooLongError, match="max_length=100"):
+        processor.encode_conversation(QA, visuals(8, 64, 64))  # 8 frames of 21 tokens
+    long_reply = [Turn("user", "Count."), Turn("assistant", " ".join(["one"] * 200))]
+    sample = processor.encode_conversation(long_reply)
+    assert len(sample.input_ids) == len(sample.labels) == 100 and (sample.labels[-10:] != -100).all()
+    long_question = [Turn("user", " ".join(["why"] * 200)), Turn("assistant", "because")]
+    with pytest.raises(SampleTooLongError, match="leaves no reply"):
+        processor.encode_conversation(long_question)
+
+
+def test_batch_prompts_are_left_padded_with_generation_prompt(smollm2_tokenizer, config):
+    processor = VideoPandaProcessor(smollm2_tokenizer, config, template="vicuna_v1_eval")
+    batch = processor.batch_prompts(["<video>\nWhat happens in this long video clip?", "Hi"], [visuals(8, 64, 128), None])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape == mask.shape and ids.shape[0] == 2 and "labels" not in batch
+    assert mask[:, -1].all() and not mask[1, 0]  # left padding: every prompt ends at the last column
+    assert (ids[1][mask[1] == 0] == smollm2_tokenizer.pad_token_id).all()
+    assert smollm2_tokenizer.decode(ids[1][mask[1] == 1]).endswith("human's questions. USER: Hi ASSISTANT:")
+    assert batch["pixel_values"].shape == (8, 4, 112, 112) and batch["chunk_lengths"].tolist() == [4, 4]
+    assert processor.decode(smollm2_tokenizer(" red square</s>USER: more").input_ids) == "red square"
+
+
+def test_collator_mixed_batch(smollm2_tokenizer, config):
+    processor = VideoPandaProcessor(smollm2_tokenizer, config)
+    wide = processor.encode_conversation(QA, visuals(8, 64, 128))
+    tall = processor.encode_conversation(QA, visuals(8, 128, 64, seed=1))
+    image = processor.encode_conversation([Turn("user", "<image>\nWhat?"), Turn("assistant", "a")], visuals(1, 60, 60))
+    text = processor.encode_conversation([Turn("user", "Hi"), Turn("assistant", "Hello")])
+    samples = [wide, text, image, tall]
+    batch = VideoPandaCollator(smollm2_tokenizer.pad_token_id, with_teacher=True)(samples)
+    length = max(len(s.input_ids) for s in samples)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (4, length)
     assert batch["pixel_values"].shape == (17, 4, 112, 112)
     assert batch["teacher_pixel_values"].shape == (17, 4, 56, 56)
-    assert batch["chunk_lengths"].tolist() == [4, 4, 1, 4, 4]
-    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
-    assert int(batch["attention_mask"][2].sum()) == len(text.input_ids)
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    with pytest.raises(ValueError, match="bad.json"):
-        load_annotations([bad])
-
-
-def test_sampler_groups_modalities_and_is_deterministic():
-    lengths = [5, -3, 7, -2, 9, 11, -4, 6, -8, 3, -2, -1]  # 6 visual, 6 text-only
-    sampler = ModalityLengthGroupedSampler(lengths, batch_size=2, seed=3)
-    order = list(sampler)
-    assert sorted(order) == list(range(12)) and order == list(ModalityLengthGroupedSampler(lengths, 2, seed=3))
-    for i in range(0, 12, 2):
-        assert (lengths[order[i]] > 0) == (lengths[order[i + 1]] > 0)
-    sampler.set_epoch(1)
-    assert list(sampler) != order
+    assert batch["chunk_lengths"].tolist() == [4, 4, 1, 4, 4]  # wide, image, tall: in sample order
+    assert torch.equal(batch["pixel_values"][8:9], image.pixel_values)
+    for row, sample in enumerate(samples):  # right padding
+        n = len(sample.input_ids)
+        assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (length - n)
+        assert torch.equal(batch["input_ids"][row, :n], sample.input_ids)
+        assert (batch["labels"][row, n:] == -100).all()
+    placeholders = int((batch["input_ids"] == config.image_token_id).sum())
+    assert placeholders == int(processor.frame_token_counts(batch["pixel_values"]).sum())
+    text_only = VideoPandaCollator(smollm2_tokenizer.pad_token_id)([text, text])
+    assert set(text_only) == {"input_ids", "attention_mask", "labels"}

@@ -1,45 +1,76 @@
-"""Batching encoded samples into the model's input contract (docs/architecture.md)."""
+"""Batching encoded samples into the model's input contract (docs/architecture.md, "Batch").
+
+Input: ``EncodedSample``s from ``VideoPandaProcessor`` (``input_ids (L,)``,
+``labels (L,)`` or None, ``pixel_values (F,4,S,S)`` or None, ``chunk_lengths (C,)``,
+``teacher_pixel_values (F,4,St,St)`` or None, ``sample_key`` or None). Output::
+
+    input_ids, attention_mask   (B, L) long   padded (right for training, left for generation)
+    labels                      (B, L) long   -100 on padding (when the samples have labels)
+    pixel_values                (F, 4, S, S)  frames of the batch's visual samples, in sample order
+    chunk_lengths               (C,) long     sum == F
+    teacher_pixel_values        (F, 4, St, St) with ``with_teacher=True``
+    sample_keys                 list[str], one per visual sample, when the samples carry keys
+
+A batch without any visual sample (text-only) has none of the frame keys
+(``pixel_values``, ``chunk_lengths``, ``teacher_pixel_values``, ``sample_keys``):
+the model then runs the LLM alone.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 
-from videopanda.data.processing_videopanda import IGNORE_INDEX, EncodedSample
+if TYPE_CHECKING:
+    from videopanda.data.processing_videopanda import EncodedSample
+
+IGNORE_INDEX = -100  # label of positions that carry no loss
 
 
-@dataclass
+@dataclass(frozen=True)
 class VideoPandaCollator:
-    """Pads ids/labels/attention masks and concatenates frames in placeholder order.
-
-    Right padding for training, left padding for batched generation. A batch
-    without any visual sample has no ``pixel_values`` key.
-    """
-
     pad_token_id: int
     padding_side: Literal["right", "left"] = "right"
-    with_teacher: bool = False
+    with_teacher: bool = False  # also batch the teacher-scale frames (live distillation teacher)
 
-    def __call__(self, samples: list[EncodedSample]) -> dict[str, Tensor]:
+    def __call__(self, samples: Sequence[EncodedSample]) -> dict[str, Tensor | list[str]]:
         if not samples:
             raise ValueError("cannot collate an empty batch")
         length = max(len(s.input_ids) for s in samples)
-        batch = {
-            "input_ids": torch.stack([self._pad(s.input_ids, length, self.pad_token_id) for s in samples]),
-            "labels": torch.stack([self._pad(s.labels, length, IGNORE_INDEX) for s in samples]),
-            "attention_mask": torch.stack([self._pad(torch.ones_like(s.input_ids), length, 0) for s in samples]),
+        batch: dict[str, Tensor | list[str]] = {
+            "input_ids": self._stack([s.input_ids for s in samples], length, self.pad_token_id),
+            "attention_mask": self._stack([torch.ones_like(s.input_ids) for s in samples], length, 0),
         }
+        if all(s.labels is not None for s in samples):
+            batch["labels"] = self._stack([s.labels for s in samples], length, IGNORE_INDEX)
         visual = [s for s in samples if s.pixel_values is not None]
         if visual:
-            batch["pixel_values"] = torch.cat([s.pixel_values for s in visual])  # (F, 4, S, S)
-            batch["chunk_lengths"] = torch.cat([s.chunk_lengths for s in visual])  # (C,)
-            if self.with_teacher:
-                batch["teacher_pixel_values"] = torch.cat([s.teacher_pixel_values for s in visual])
+            batch.update(self._frames(visual))
         return batch
 
-    def _pad(self, values: Tensor, length: int, fill: int) -> Tensor:
-        padding = values.new_full((length - len(values),), fill)
-        return torch.cat([values, padding] if self.padding_side == "right" else [padding, values])
+    def _frames(self, visual: list[EncodedSample]) -> dict[str, Tensor | list[str]]:
+        frames: dict[str, Tensor | list[str]] = {
+            "pixel_values": torch.cat([s.pixel_values for s in visual]),  # (F, 4, S, S)
+            "chunk_lengths": torch.cat([s.chunk_lengths for s in visual]),  # (C,)
+        }
+        if self.with_teacher:
+            if any(s.teacher_pixel_values is None for s in visual):
+                raise ValueError("with_teacher=True but a sample has no teacher_pixel_values (dataset with_teacher)")
+            frames["teacher_pixel_values"] = torch.cat([s.teacher_pixel_values for s in visual])  # (F, 4, St, St)
+        if all(s.sample_key is not None for s in visual):
+            frames["sample_keys"] = [s.sample_key for s in visual]
+        return frames
+
+    def _stack(self, rows: list[Tensor], length: int, fill: int) -> Tensor:
+        """rows of (L_i,) -> (B, length), padded on ``padding_side``."""
+        out = rows[0].new_full((len(rows), length), fill)
+        for i, row in enumerate(rows):
+            if self.padding_side == "right":
+                out[i, : len(row)] = row
+            else:
+                out[i, length - len(row) :] = row
+        return out

@@ -1,13 +1,22 @@
 """Prompt templates as data: the release's Vicuna v1 and the LLM's own chat template.
 
 A template renders a conversation into text segments, each flagged as learned
-(an assistant reply and its end-of-turn marker) or not, so labels are exact.
+(an assistant reply and its end-of-turn marker) or not. The processor
+tokenises the joined text once and labels a token learned when it overlaps a
+learned segment, so labels are exact whatever the tokenizer merges.
+
+Vicuna v1 text of the release (``sep=" "``, ``sep2="</s>"``)::
+
+    {system} USER: {q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>
+
+with ``" {a}</s>"`` learned; a generation prompt ends with ``"ASSISTANT:"``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
 
 from transformers import PreTrainedTokenizerBase
 
@@ -20,8 +29,19 @@ VICUNA_EVAL_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
-TemplateName = Literal["vicuna_v1", "chat_template"]
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+
+Role = Literal["user", "assistant"]
+
+
+class ConversationError(ValueError):
+    """A conversation that does not alternate user/assistant turns, or is otherwise malformed."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Role
+    text: str
 
 
 @dataclass(frozen=True)
@@ -30,70 +50,138 @@ class Segment:
     learned: bool
 
 
+def turns_from_annotation(conversation: object) -> list[Turn]:
+    """Video-LLaVA ``[{"from": "human"|"gpt", "value": str}]`` (or ``role``/``content``) -> messages."""
+    if not isinstance(conversation, list) or not conversation:
+        raise ConversationError(f"'conversations' must be a non-empty list, got {str(conversation)[:80]!r}")
+    messages = []
+    for i, turn in enumerate(conversation):
+        if not isinstance(turn, dict):
+            raise ConversationError(f"conversation turn {i} is not an object: {str(turn)[:80]!r}")
+        role = _ROLES.get(turn.get("from", turn.get("role")))
+        content = turn.get("value", turn.get("content"))
+        if role is None or not isinstance(content, str):
+            raise ConversationError(f"conversation turn {i} is malformed: {str(turn)[:80]!r}")
+        messages.append(Turn(role, content))
+    check_turns(messages, add_generation_prompt=False)
+    return messages
+
+
+def check_turns(messages: Sequence[Turn], add_generation_prompt: bool) -> None:
+    """User and assistant alternate from a user turn; the last is the assistant's (a user's for a prompt)."""
+    expected = ["user", "assistant"] * (len(messages) // 2 + 1)
+    roles = [m.role for m in messages]
+    last = "user" if add_generation_prompt else "assistant"
+    if not roles or roles != expected[: len(roles)] or roles[-1] != last:
+        raise ConversationError(f"turns must alternate user/assistant from a user turn and end with {last}: {roles}")
+
+
+class Template(Protocol):
+    system: str | None
+    add_special_tokens: bool  # let the tokenizer add its BOS etc. when tokenising the rendered text
+
+    def segments(
+        self, messages: Sequence[Turn], tokenizer: PreTrainedTokenizerBase, add_generation_prompt: bool = False
+    ) -> list[Segment]: ...
+
+    def end_of_turn(self, tokenizer: PreTrainedTokenizerBase) -> str: ...
+
+
 @dataclass(frozen=True)
-class Turn:
-    role: Literal["user", "assistant"]
-    text: str
+class SeparatorTemplate:
+    """Role-prefixed turns joined by separators (LLaVA's ``SeparatorStyle.TWO``)."""
+
+    system: str
+    roles: tuple[str, str] = ("USER", "ASSISTANT")
+    separator: str = " "  # after the system line and after each user turn
+    eos: str = "</s>"  # after each assistant reply; learned with it
+    add_special_tokens: bool = True
+
+    def segments(
+        self, messages: Sequence[Turn], tokenizer: PreTrainedTokenizerBase, add_generation_prompt: bool = False
+    ) -> list[Segment]:
+        check_turns(messages, add_generation_prompt)
+        user, assistant = self.roles
+        segments = []
+        prompt = self.system + self.separator
+        for message in messages:
+            if message.role == "user":
+                prompt += f"{user}: {message.text}{self.separator}{assistant}:"
+            else:
+                segments += [Segment(prompt, False), Segment(f" {message.text}{self.eos}", True)]
+                prompt = ""
+        return segments + ([Segment(prompt, False)] if prompt else [])
+
+    def end_of_turn(self, tokenizer: PreTrainedTokenizerBase) -> str:
+        return self.eos
 
 
-def turns_from_annotation(conversation: list[dict]) -> list[Turn]:
-    """Video-LLaVA ``[{"from": "human"|"gpt", "value": ...}]`` (or role/content) -> turns."""
-    turns = []
-    for i, message in enumerate(conversation):
-        role = ROLES.get(message.get("from", message.get("role")))
-        text = message.get("value", message.get("content"))
-        if role not in ("user", "assistant") or not isinstance(text, str):
-            raise ValueError(f"conversation message {i} is malformed: {message!r}")
-        turns.append(Turn(role, text))
-    if not turns or turns[0].role != "user":
-        raise ValueError("a conversation must start with a user turn")
-    return turns
+@dataclass(frozen=True)
+class ChatTemplate:
+    """The tokenizer's own ``chat_template`` (e.g. SmolLM2's ChatML).
+
+    Each reply's learned text is what the template adds after the generation
+    prompt, up to and including its end-of-turn marker (trailing whitespace
+    such as ChatML's newline after ``<|im_end|>`` stays unlearned).
+    """
+
+    system: str | None = None  # None: the template's own default system line, if any
+    add_special_tokens: bool = False  # chat templates write their own BOS
+
+    def segments(
+        self, messages: Sequence[Turn], tokenizer: PreTrainedTokenizerBase, add_generation_prompt: bool = False
+    ) -> list[Segment]:
+        check_turns(messages, add_generation_prompt)
+        chat = [] if self.system is None else [{"role": "system", "content": self.system}]
+        segments: list[Segment] = []
+        done = ""
+        for message in messages:
+            if message.role == "assistant":
+                prompt = self._render(tokenizer, chat, add_generation_prompt=True)
+                full = self._render(tokenizer, [*chat, {"role": "assistant", "content": message.text}])
+                learned = _after(full, prompt, tokenizer).rstrip()
+                segments += [Segment(_after(prompt, done, tokenizer), False), Segment(learned, True)]
+                done = prompt + learned
+            chat.append({"role": message.role, "content": message.text})
+        rest = _after(self._render(tokenizer, chat, add_generation_prompt), done, tokenizer)
+        return segments + ([Segment(rest, False)] if rest else [])
+
+    def end_of_turn(self, tokenizer: PreTrainedTokenizerBase) -> str:
+        """The marker the template writes after a reply (``<|im_end|>`` for ChatML)."""
+        reply = "x"
+        chat = [{"role": "user", "content": "q"}]
+        prompt = self._render(tokenizer, chat, add_generation_prompt=True)
+        full = self._render(tokenizer, [*chat, {"role": "assistant", "content": reply}])
+        marker = _after(full, prompt + reply, tokenizer).strip()
+        return marker or str(tokenizer.eos_token)
+
+    @staticmethod
+    def _render(tokenizer: PreTrainedTokenizerBase, chat: list[dict], add_generation_prompt: bool = False) -> str:
+        if not tokenizer.chat_template:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no chat_template: use template 'vicuna_v1'")
+        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def render(
-    template: TemplateName,
-    turns: list[Turn],
-    tokenizer: PreTrainedTokenizerBase,
-    system: str | None = None,
-    add_generation_prompt: bool = False,
-) -> list[Segment]:
-    """Segments of the prompt; with ``add_generation_prompt`` it ends where the reply begins."""
-    if template == "vicuna_v1":
-        return _render_vicuna(turns, VICUNA_SYSTEM if system is None else system, add_generation_prompt)
-    if template == "chat_template":
-        return _render_chat_template(turns, tokenizer, system, add_generation_prompt)
-    raise ValueError(f"unknown conversation template {template!r} (known: vicuna_v1, chat_template)")
+def _after(text: str, prefix: str, tokenizer: PreTrainedTokenizerBase) -> str:
+    """``text`` without ``prefix``; a template that rewrites earlier turns cannot be segmented."""
+    if not text.startswith(prefix):
+        raise ValueError(
+            f"the chat template of {tokenizer.name_or_path!r} does not render conversations incrementally "
+            "(a prefix changed when a turn was added): use template 'vicuna_v1'"
+        )
+    return text[len(prefix) :]
 
 
-def _render_vicuna(turns: list[Turn], system: str, add_generation_prompt: bool) -> list[Segment]:
-    # LLaVA v1 separators: " " after a user message, "</s>" after an assistant reply.
-    segments = [Segment(system + " ", False)]
-    for turn in turns:
-        if turn.role == "user":
-            segments.append(Segment(f"USER: {turn.text} ASSISTANT:", False))
-        else:
-            segments.append(Segment(f" {turn.text}</s>", True))
-    if not add_generation_prompt and turns[-1].role == "user":
-        segments[-1] = Segment(segments[-1].text[: -len(" ASSISTANT:")], False)
-    return segments
+TEMPLATES: dict[str, Template] = {
+    "vicuna_v1": SeparatorTemplate(VICUNA_SYSTEM),
+    "vicuna_v1_eval": SeparatorTemplate(VICUNA_EVAL_SYSTEM),
+    "chat_template": ChatTemplate(),
+}
 
 
-def _render_chat_template(
-    turns: list[Turn], tokenizer: PreTrainedTokenizerBase, system: str | None, add_generation_prompt: bool
-) -> list[Segment]:
-    messages = [] if system is None else [{"role": "system", "content": system}]
-    segments: list[Segment] = []
-    rendered = ""
-    for i, turn in enumerate(turns):
-        messages.append({"role": turn.role, "content": turn.text})
-        if turn.role == "assistant":
-            # Everything up to the reply is prompt; the reply and its end-of-turn marker are learned.
-            prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-            full = tokenizer.apply_chat_template(messages, tokenize=False)
-            segments.append(Segment(prompt[len(rendered) :], False))
-            segments.append(Segment(full[len(prompt) :], True))
-            rendered = full
-    final = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    if final[len(rendered) :]:
-        segments.append(Segment(final[len(rendered) :], False))
-    return segments
+def get_template(name: str, system: str | None = None) -> Template:
+    """A registered template by name, optionally with another system line."""
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown conversation template {name!r} (known: {', '.join(TEMPLATES)})")
+    template = TEMPLATES[name]
+    return template if system is None else replace(template, system=system)

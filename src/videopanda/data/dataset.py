@@ -1,141 +1,290 @@
-"""Video-LLaVA-format training data: decode -> sample -> transform -> tokenize.
+"""Video-LLaVA-format training data: parse -> decode -> transform -> tokenize.
 
 Annotation files are JSON lists of ``{"id", "video" | "image" | neither,
-"conversations": [{"from": "human"|"gpt", "value"}], optional "start"/"end"
-seconds}``. A sample that cannot be used (missing, corrupt, empty or
-unreadable video, malformed item, visual tokens cut by the maximum length) is
-logged with its file and index, counted, and replaced by the next usable
-index: deterministic, bounded, never a random recursive retry.
+"conversations": [{"from": "human"|"gpt", "value": str}, ...]}``, optionally
+with a clip as ``"start"``/``"end"`` seconds. Relative media paths resolve
+against ``video_root`` (videos) and ``image_root`` (images; default
+``video_root``).
+
+Bad data never stops training: a missing, corrupt, empty or unreadable video
+or image, a malformed item, or a sample whose visual tokens exceed the
+maximum length is logged (file#index and media path), recorded in the
+dataset's ``SkipLog``, and replaced by the next usable index, a bounded
+number of attempts, deterministically. A malformed annotation *file* (not
+JSON, not a list) is a configuration error: a ``ValueError`` naming it, even
+when it is one of several, so a run never silently trains on part of its data.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import av
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from videopanda.data.conversation import turns_from_annotation
+from videopanda.data.conversation import ConversationError, Turn, turns_from_annotation
 from videopanda.data.decode import VideoDecodeError, read_image, read_video_frames
-from videopanda.data.processing_videopanda import EncodedSample, VideoPandaProcessor, VisualTokensTruncated
-from videopanda.data.transform import preprocess_frames, preprocess_image
+from videopanda.data.processing_videopanda import EncodedSample, SampleTooLongError, VideoPandaProcessor
+from videopanda.data.transform import VisualInputs, preprocess_frames, preprocess_image
 
 logger = logging.getLogger(__name__)
 
 
+class AnnotationError(ValueError):
+    """An annotation item that cannot be a sample (not an object, bad media or clip fields)."""
+
+
+# What makes a sample unusable; anything else is a bug and is raised.
+SKIPPABLE = (VideoDecodeError, AnnotationError, ConversationError, SampleTooLongError, av.FFmpegError, OSError)
+
+
 @dataclass(frozen=True)
-class AnnotationRecord:
-    source: str  # "file.json#index", for messages
-    item: dict
+class AnnotationItem:
+    file: str
+    position: int  # index inside its file
+    item: Any  # the raw JSON value
+
+    @property
+    def source(self) -> str:
+        return f"{self.file}#{self.position}"
 
 
-@dataclass
+@dataclass(frozen=True)
+class ParsedItem:
+    turns: list[Turn]
+    media: str | None  # the annotation's video/image path, as written
+    video: Path | None
+    image: Path | None
+    clip: tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class SkipRecord:
+    index: int  # dataset index
+    source: str  # "file.json#position"
+    media: str | None  # video/image path, when the item names one
+    reason: str  # "ErrorType: message"
+
+
 class SkipLog:
-    counts: Counter = field(default_factory=Counter)
-    items: dict[str, str] = field(default_factory=dict)  # source -> reason
+    """Skipped samples, once each. ``path`` (a .jsonl file) also collects them across
+    DataLoader workers and ranks, which hold their own copies of the dataset."""
 
-    def add(self, source: str, reason: str) -> None:
-        if source not in self.items:
-            self.counts[reason.split(":")[0]] += 1
-            self.items[source] = reason
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        self._records: dict[int, SkipRecord] = {}
+
+    def __contains__(self, index: int) -> bool:
+        return index in self._records
+
+    def add(self, record: SkipRecord) -> None:
+        self._records[record.index] = record
+        if self.path is not None:
+            with self.path.open("a") as file:
+                file.write(json.dumps(asdict(record)) + "\n")
+
+    def records(self) -> list[SkipRecord]:
+        """Every skipped sample (this process's, plus the shared file's), ordered by index."""
+        merged = dict(self._records)
+        if self.path is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                record = SkipRecord(**json.loads(line))
+                merged.setdefault(record.index, record)
+        return [merged[i] for i in sorted(merged)]
 
     def summary(self) -> str:
-        if not self.items:
+        """One log line: count by error type, then each skipped sample."""
+        records = self.records()
+        if not records:
             return "no samples skipped"
-        kinds = ", ".join(f"{n} {kind}" for kind, n in self.counts.most_common())
-        return f"{len(self.items)} samples skipped ({kinds})"
+        kinds = Counter(r.reason.split(":")[0] for r in records)
+        listing = "; ".join(f"{r.source} ({r.media or 'no media'}): {r.reason}" for r in records)
+        return f"{len(records)} samples skipped ({', '.join(f'{n} {k}' for k, n in kinds.most_common())}): {listing}"
 
 
-def load_annotations(files: list[str | Path], fraction: float = 1.0, seed: int = 0,
-                     max_samples: int | None = None) -> list[AnnotationRecord]:
-    """All items of the files; ``fraction`` < 1 keeps that share of the shuffled list (stage 1 uses 0.5)."""
-    records = []
-    for file in map(Path, files):
-        try:
-            items = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"annotation file {file} is unreadable or not JSON: {err}") from err
-        if not isinstance(items, list):
-            raise ValueError(f"annotation file {file} must hold a JSON list, got {type(items).__name__}")
-        records += [AnnotationRecord(f"{file.name}#{i}", item) for i, item in enumerate(items)]
+def load_annotations(
+    files: Sequence[str | Path], fraction: float = 1.0, seed: int = 0, max_samples: int | None = None
+) -> list[AnnotationItem]:
+    """Items of all files in order. ``fraction`` < 1 keeps that share of the list shuffled with
+    ``seed`` (stage 1: half of the shuffled data); ``max_samples`` then caps the count."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    items = [item for file in files for item in _read_annotation_file(Path(file))]
     if fraction < 1.0:
-        random.Random(seed).shuffle(records)
-        records = records[: max(1, int(len(records) * fraction))]
-    return records[:max_samples] if max_samples else records
+        order = np.random.default_rng(seed).permutation(len(items))[: round(len(items) * fraction)]
+        items = [items[i] for i in order]
+    return items if max_samples is None else items[:max_samples]
+
+
+def _read_annotation_file(path: Path) -> list[AnnotationItem]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"annotation file {path} is unreadable or not JSON: {err}") from err
+    if not isinstance(data, list):
+        raise ValueError(f"annotation file {path} must hold a JSON list of samples, got {type(data).__name__}")
+    return [AnnotationItem(str(path), i, item) for i, item in enumerate(data)]
+
+
+def parse_item(item: Any, video_root: Path, image_root: Path) -> ParsedItem:
+    """Check an annotation item's fields; media paths resolved against their roots."""
+    if not isinstance(item, dict):
+        raise AnnotationError(f"item is not an object: {str(item)[:80]!r}")
+    if "video" in item and "image" in item:
+        raise AnnotationError("item names both a video and an image")
+    for key in ("video", "image"):
+        if key in item and (not isinstance(item[key], str) or not item[key]):
+            raise AnnotationError(f"{key!r} must be a non-empty path string, got {item[key]!r}")
+    return ParsedItem(
+        turns=turns_from_annotation(item.get("conversations")),
+        media=item.get("video", item.get("image")),
+        video=video_root / item["video"] if "video" in item else None,
+        image=image_root / item["image"] if "image" in item else None,
+        clip=_clip(item),
+    )
+
+
+def _clip(item: dict) -> tuple[float, float] | None:
+    if "start" not in item and "end" not in item:
+        return None
+    start, end = item.get("start"), item.get("end")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, end)) or not 0 <= start < end:
+        raise AnnotationError(f"clip needs numbers 0 <= start < end, got start={start!r} end={end!r}")
+    return float(start), float(end)
+
+
+def media_key(parsed: ParsedItem) -> str:
+    """The media file (and clip) a sample shows, as annotated: ``path`` or ``path@start-end``."""
+    path = str(parsed.media)
+    return path if parsed.clip is None else f"{path}@{parsed.clip[0]:g}-{parsed.clip[1]:g}"
+
+
+def modality_of(item: Any) -> str:
+    """"video", "image" or "text", from the item's keys alone (no decoding)."""
+    if isinstance(item, dict):
+        return "video" if "video" in item else "image" if "image" in item else "text"
+    return "text"
+
+
+def text_length(item: Any) -> int:
+    """Words in the item's conversation: the release's length estimate for grouping."""
+    turns = item.get("conversations") if isinstance(item, dict) else None
+    if not isinstance(turns, list):
+        return 0
+    return sum(len(str(t.get("value", "")).split()) for t in turns if isinstance(t, dict))
 
 
 class VideoLLaVADataset(Dataset):
+    """Training samples (``EncodedSample``) from annotation items (``load_annotations``).
+
+    Train-time horizontal flips come from a generator seeded by
+    ``(seed, epoch, index)``: the same sample flips the same way in a rerun.
+    Call ``set_epoch`` each epoch (accelerate's data loader does) and log
+    ``skipped_summary()`` at its end; with DataLoader workers, give
+    ``skip_log`` (a .jsonl path) so the summary sees the workers' skips.
+    ``with_keys`` sets each visual sample's ``sample_key`` (teacher cache).
+    """
+
     def __init__(
         self,
-        records: list[AnnotationRecord],
+        items: Sequence[AnnotationItem],
         media_root: str | Path,
         processor: VideoPandaProcessor,
+        *,
+        image_root: str | Path | None = None,
         train: bool = True,
         seed: int = 0,
         with_teacher: bool = False,
-        max_attempts: int = 16,
+        with_keys: bool = False,
+        max_attempts: int = 32,
+        skip_log: str | Path | None = None,
     ) -> None:
-        if not records:
-            raise ValueError("no annotation records")
-        self.records = records
-        self.media_root = Path(media_root)
+        if not items:
+            raise ValueError("no annotation items: the annotation files are empty (or fraction/max_samples too small)")
+        self.items = list(items)
         self.processor = processor
+        self.video_root = Path(media_root)
+        self.image_root = self.video_root if image_root is None else Path(image_root)
         self.train = train
         self.seed = seed
         self.with_teacher = with_teacher
+        self.with_keys = with_keys
         self.max_attempts = max_attempts
+        self.skipped = SkipLog(skip_log)
         self.epoch = 0
-        self.skipped = SkipLog()
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.items)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def skipped_summary(self) -> str:
+        return self.skipped.summary()
+
+    def modality_lengths(self) -> list[tuple[str, int]]:
+        """Per sample, without decoding: (modality "video" | "image" | "text", word count), for the sampler."""
+        return [(modality_of(a.item), text_length(a.item)) for a in self.items]
+
     def __getitem__(self, index: int) -> EncodedSample:
-        for attempt in range(self.max_attempts):
-            record = self.records[(index + attempt) % len(self.records)]
+        """Sample ``index``, or the next usable one after it when it is bad (bounded, deterministic)."""
+        for offset in range(self.max_attempts):
+            candidate = (index + offset) % len(self.items)
+            if candidate in self.skipped:
+                continue
             try:
-                return self.load(record, (index + attempt) % len(self.records))
-            except (VideoDecodeError, VisualTokensTruncated, ValueError, KeyError, TypeError) as err:
-                self.skipped.add(record.source, f"{type(err).__name__}: {err}")
-                logger.warning("skipping sample %s: %s", record.source, err)
-        raise RuntimeError(f"{self.max_attempts} consecutive unusable samples from index {index}: check the data")
+                return self.load(candidate)
+            except SKIPPABLE as err:
+                self._skip(candidate, err)
+        raise RuntimeError(
+            f"{self.max_attempts} consecutive unusable samples from index {index}; {self.skipped_summary()}"
+        )
 
-    def load(self, record: AnnotationRecord, index: int) -> EncodedSample:
-        item = record.item
-        if not isinstance(item, dict) or "conversations" not in item:
-            raise ValueError(f"malformed annotation item (no conversations): {str(item)[:80]}")
-        turns = turns_from_annotation(item["conversations"])
-        visual, is_video = None, True
-        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % 2**62)
-        options = self.transform_options()
-        if "video" in item:
-            clip = (float(item["start"]), float(item["end"])) if "start" in item and "end" in item else None
-            frames = read_video_frames(self.media_root / item["video"], self.processor.config.num_frames, clip)
-            visual = preprocess_frames(frames, num_frames=self.processor.config.num_frames, train=self.train,
-                                       generator=generator, **options)
-        elif "image" in item:
-            visual, is_video = preprocess_image(read_image(self.media_root / item["image"]), train=self.train,
-                                                generator=generator, **options), False
-        return self.processor.encode(turns, visual, is_video)
+    def load(self, index: int) -> EncodedSample:
+        """parse -> decode -> transform -> tokenize; raises one of ``SKIPPABLE`` for bad data."""
+        parsed = parse_item(self.items[index].item, self.video_root, self.image_root)
+        frames = self._decode(parsed)
+        visuals = None if frames is None else self._transform(frames, is_video=parsed.video is not None, index=index)
+        sample = self.processor.encode_conversation(parsed.turns, visuals)
+        return replace(sample, sample_key=media_key(parsed)) if self.with_keys and frames is not None else sample
 
-    def transform_options(self) -> dict:
+    def _decode(self, parsed: ParsedItem) -> np.ndarray | None:
+        """(T, H, W, 3) uint8 frames (T=1 for an image), or None for a text-only sample."""
+        if parsed.video is not None:
+            return read_video_frames(parsed.video, self.processor.config.num_frames, parsed.clip)
+        if parsed.image is not None:
+            return read_image(parsed.image)
+        return None
+
+    def _transform(self, frames: np.ndarray, is_video: bool, index: int) -> VisualInputs:
         config = self.processor.config
-        return dict(image_size=config.image_size, teacher_image_size=config.teacher_image_size,
-                    patch_size=config.patch_size, with_teacher=self.with_teacher)
+        return preprocess_frames(
+            frames,
+            image_size=config.image_size,
+            teacher_image_size=config.teacher_image_size,
+            patch_size=config.teacher_patch_size,
+            num_frames=config.num_frames if is_video else None,
+            train=self.train,
+            generator=self.flip_generator(index),
+            with_teacher=self.with_teacher,
+        )
 
-    def modality_lengths(self) -> list[int]:
-        """Rough lengths without decoding: positive for visual samples, negative for text-only (release rule)."""
-        lengths = []
-        for record in self.records:
-            words = sum(len(str(m.get("value", "")).split()) for m in record.item.get("conversations", []))
-            visual = "video" in record.item or "image" in record.item
-            lengths.append(words if visual else -words)
-        return lengths
+    def flip_generator(self, index: int) -> torch.Generator:
+        """A generator determined by (seed, epoch, index) alone."""
+        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1, dtype=np.uint64)[0]
+        return torch.Generator().manual_seed(int(state))
+
+    def _skip(self, index: int, err: Exception) -> None:
+        item = self.items[index]
+        media = item.item.get("video", item.item.get("image")) if isinstance(item.item, dict) else None
+        record = SkipRecord(index, item.source, None if media is None else str(media), f"{type(err).__name__}: {err}")
+        logger.warning("skipping sample %d (%s, %s): %s", index, item.source, record.media or "no media", record.reason)
+        self.skipped.add(record)

@@ -1,137 +1,223 @@
 """VideoPandaProcessor: conversation text + preprocessed frames -> model inputs.
 
-``<video>`` in a user turn becomes ``num_frames`` ``<image>`` placeholders moved
-to the front of that turn (``"<image>"*8 + "\\n" + text``), ``<image>`` one
-placeholder. After tokenisation each placeholder token is repeated to its
-frame's exact token count (``1 + h*(w+1)`` from the STAB's crop rule), so
-lengths are known before truncation and batching.
+A visual marker (``<video>`` or ``<image>``) in a user turn becomes one
+``<image>`` placeholder per frame, moved to the front of that turn
+(``"<image>"*8 + "\\n" + text`` for a video, ``"<image>\\n" + text`` for an
+image; a marker-less sample with visuals gets them in its first user turn).
+The text is tokenised once; then each placeholder token is repeated to its
+frame's exact token count ``1 + h*(w+1)`` (the STAB's own crop rule via
+``frame_grid_hw``), so lengths are known before truncation and batching.
+
+Shapes: ``L`` tokens, ``F`` frames (8 per video, 1 per image), ``C`` chunks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from videopanda.data.conversation import Segment, TemplateName, Turn, render
+from videopanda.data.collator import IGNORE_INDEX, VideoPandaCollator
+from videopanda.data.conversation import ConversationError, Segment, Turn, get_template
 from videopanda.data.transform import VisualInputs
 from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig
 from videopanda.model.stab import frame_grid_hw, tokens_per_frame
 
-VIDEO_TAG = "<video>"
-IGNORE_INDEX = -100
+VIDEO_MARKER = "<video>"
+_MARKER = re.compile(f"{re.escape(VIDEO_MARKER)}|{re.escape(IMAGE_TOKEN)}")
 
 
-class VisualTokensTruncated(ValueError):
-    """A sample whose visual tokens would be cut by the maximum length (skipped, never truncated)."""
+class SampleTooLongError(ValueError):
+    """A sample whose visual tokens would be cut by ``max_length`` (skipped, never truncated)."""
 
 
 @dataclass
 class EncodedSample:
-    input_ids: Tensor  # (L,)
-    labels: Tensor  # (L,)
-    pixel_values: Tensor | None  # (F, 4, S, S)
-    chunk_lengths: Tensor | None  # (C,)
+    """One sample's model inputs, before batching (``VideoPandaCollator``)."""
+
+    input_ids: Tensor  # (L,) long, placeholders expanded
+    labels: Tensor | None  # (L,) long, -100 off the learned text; None for generation prompts
+    pixel_values: Tensor | None = None  # (F, 4, S, S); None for text-only
+    chunk_lengths: Tensor | None = None  # (C,) long
     teacher_pixel_values: Tensor | None = None  # (F, 4, St, St)
-    num_real_frames: int = 0
+    sample_key: str | None = None  # the media (and clip) this sample shows: the teacher cache's key
 
 
 class VideoPandaProcessor:
+    """Turns conversations (training) and questions (inference) plus visuals into model inputs.
+
+    ``template``: a name from ``conversation.TEMPLATES`` (``vicuna_v1``, the
+    release; ``vicuna_v1_eval``, its evaluation system line; ``chat_template``,
+    the tokenizer's own). ``max_length``: samples longer than this are cut at
+    the end if only text is lost; a cut through visual tokens raises
+    ``SampleTooLongError`` (None: no limit).
+    """
+
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
         config: VideoPandaConfig,
-        template: TemplateName = "vicuna_v1",
+        template: str = "vicuna_v1",
         system: str | None = None,
-        max_length: int = 4096,
+        max_length: int | None = None,
     ) -> None:
+        if not tokenizer.is_fast:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} must be a fast tokenizer (offsets label the text)")
         self.tokenizer = tokenizer
         self.config = config
-        self.template = template
-        self.system = system
+        self.template = get_template(template, system)
         self.max_length = max_length
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        if self.image_token_id != config.image_token_id:
+        if self.image_token_id in (None, tokenizer.unk_token_id):
+            raise ValueError(f"tokenizer has no {IMAGE_TOKEN} token: load it with videopanda.model.llm.load_tokenizer")
+        if config.image_token_id is not None and config.image_token_id != self.image_token_id:
             raise ValueError(
                 f"tokenizer's {IMAGE_TOKEN} id {self.image_token_id} differs from config.image_token_id "
                 f"{config.image_token_id}"
             )
 
-    def encode(self, turns: list[Turn], visual: VisualInputs | None, is_video: bool = True) -> EncodedSample:
-        """A training sample: labels only on assistant replies and their end-of-turn markers."""
-        turns = self._place_visual_tags(turns, visual, is_video)
-        segments = render(self.template, turns, self.tokenizer, self.system)
-        return self._tokenize(segments, visual, is_video, truncate=True)
+    @property
+    def stop_string(self) -> str:
+        """The end-of-turn text that ends a generated reply (``</s>``, ``<|im_end|>``)."""
+        return self.template.end_of_turn(self.tokenizer)
 
-    def encode_prompt(
-        self, turns: list[Turn], visual: VisualInputs | None, is_video: bool = True
-    ) -> EncodedSample:
-        """A generation prompt ending where the assistant's reply begins (labels all ignored)."""
-        turns = self._place_visual_tags(turns, visual, is_video)
-        segments = render(self.template, turns, self.tokenizer, self.system, add_generation_prompt=True)
-        return self._tokenize([Segment(s.text, False) for s in segments], visual, is_video, truncate=False)
+    def encode_conversation(self, conversation: Sequence[Turn], visuals: VisualInputs | None = None) -> EncodedSample:
+        """A training sample; labels are learned only on assistant replies and their end-of-turn marker."""
+        turns = self._place_placeholders(conversation, visuals)
+        input_ids, labels = self._tokenize(self.template.segments(turns, self.tokenizer))
+        sample = self._with_visuals(input_ids, labels, visuals)
+        sample.input_ids, sample.labels = self._fit_length(sample.input_ids, sample.labels)
+        return sample
+
+    encode = encode_conversation  # the short name used across the code base
+
+    def encode_prompt(self, turns: Sequence[Turn], visuals: VisualInputs | None = None) -> EncodedSample:
+        """A generation prompt (never truncated; ``labels`` None) ending where the assistant's reply begins.
+
+        ``turns`` ends with the user's question; earlier turns are the chat history.
+        """
+        turns = self._place_placeholders(turns, visuals)
+        segments = self.template.segments(turns, self.tokenizer, add_generation_prompt=True)
+        input_ids, _ = self._tokenize(segments)
+        sample = self._with_visuals(input_ids, None, visuals)
+        if self.max_length is not None and len(sample.input_ids) > self.max_length:
+            raise SampleTooLongError(f"prompt of {len(sample.input_ids)} tokens exceeds max_length={self.max_length}")
+        return sample
+
+    def build_prompt(
+        self, question: str, visuals: VisualInputs | None = None, history: Sequence[Turn] = ()
+    ) -> dict[str, Tensor]:
+        """A batch of one prompt for ``model.generate``: ``input_ids (1, L)``, ``attention_mask``, frames."""
+        return self.batch_prompts([question], [visuals], [history])
+
+    def batch_prompts(
+        self,
+        questions: Sequence[str],
+        visuals: Sequence[VisualInputs | None],
+        histories: Sequence[Sequence[Turn]] | None = None,
+    ) -> dict[str, Tensor]:
+        """Prompts LEFT-padded for batched generation: ``input_ids (B, L)``, ``attention_mask (B, L)``,
+        and ``pixel_values (F, 4, S, S)``, ``chunk_lengths (C,)`` when any prompt has visuals."""
+        if len(questions) != len(visuals):
+            raise ValueError(f"{len(questions)} questions but {len(visuals)} visuals")
+        histories = histories or [()] * len(questions)
+        samples = [
+            self.encode_prompt([*h, Turn("user", q)], v) for q, v, h in zip(questions, visuals, histories, strict=True)
+        ]
+        return VideoPandaCollator(self.tokenizer.pad_token_id, padding_side="left")(samples)
+
+    def decode(self, token_ids: Tensor | Sequence[int]) -> str:
+        """Generated ids -> the reply text, cut at the end-of-turn marker."""
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=False)
+        text = text.split(self.stop_string)[0]
+        for special in self.tokenizer.all_special_tokens:
+            text = text.replace(special, "")
+        return text.strip()
 
     def frame_token_counts(self, pixel_values: Tensor) -> Tensor:
-        """(F,) visual tokens per frame, by the STAB's own crop rule."""
-        patch_mask = F.avg_pool2d(pixel_values[:, 3:4], self.config.patch_size)[:, 0]
+        """pixel_values (F, 4, S, S) -> (F,) visual tokens per frame, by the STAB's own crop rule."""
+        patch_mask = F.avg_pool2d(pixel_values[:, 3:4].float(), self.config.patch_size)[:, 0]  # (F, Hp, Wp)
         return tokens_per_frame(frame_grid_hw(patch_mask, self.config.lsd_stride, self.config.max_crop_patches))
 
-    def _place_visual_tags(self, turns: list[Turn], visual: VisualInputs | None, is_video: bool) -> list[Turn]:
-        """Move the visual tag of the first user turn to its front as per-frame placeholders."""
-        if visual is None:
-            return [Turn(t.role, t.text.replace(VIDEO_TAG, "").replace(IMAGE_TOKEN, "").strip()) for t in turns]
-        count = visual.pixel_values.shape[0] if is_video else 1
-        placeholders = IMAGE_TOKEN * count + "\n"
-        first = turns[0]
-        text = first.text.replace(VIDEO_TAG, "").replace(IMAGE_TOKEN, "").strip()
-        rest = [Turn(t.role, t.text.replace(VIDEO_TAG, "").replace(IMAGE_TOKEN, "")) for t in turns[1:]]
-        return [Turn(first.role, placeholders + text), *rest]
+    def chunk_lengths(self, num_frames: int) -> Tensor:
+        """(C,) long: one chunk for an image (1 frame), ``chunk_length``-frame chunks for a video."""
+        if num_frames == 1:
+            return torch.ones(1, dtype=torch.long)
+        if num_frames % self.config.chunk_length:
+            raise ValueError(f"{num_frames} frames do not split into chunks of {self.config.chunk_length}")
+        return torch.full((num_frames // self.config.chunk_length,), self.config.chunk_length, dtype=torch.long)
 
-    def _tokenize(
-        self, segments: list[Segment], visual: VisualInputs | None, is_video: bool, truncate: bool
-    ) -> EncodedSample:
-        ids: list[int] = []
-        learned: list[bool] = []
-        if getattr(self.tokenizer, "add_bos_token", False) and self.tokenizer.bos_token_id is not None:
-            ids, learned = [self.tokenizer.bos_token_id], [False]
-        for segment in segments:
-            piece = self.tokenizer(segment.text, add_special_tokens=False).input_ids
-            ids += piece
-            learned += [segment.learned] * len(piece)
-        input_ids = torch.tensor(ids)
-        labels = torch.where(torch.tensor(learned, dtype=torch.bool), input_ids, IGNORE_INDEX)
-        pixel_values = chunk_lengths = teacher = None
-        if visual is not None:
-            pixel_values, teacher = visual.pixel_values, visual.teacher_pixel_values
-            counts = self.frame_token_counts(pixel_values)
-            input_ids, labels = self._expand_placeholders(input_ids, labels, counts)
-            length = self.config.chunk_length if is_video else 1
-            chunk_lengths = torch.full((pixel_values.shape[0] // length,), length)
-        if truncate:
-            input_ids, labels = self._truncate(input_ids, labels)
+    def _place_placeholders(self, turns: Sequence[Turn], visuals: VisualInputs | None) -> list[Turn]:
+        """Replace the visual marker by one placeholder per frame at the front of its (user) turn."""
+        counts = [len(_MARKER.findall(t.text)) for t in turns]
+        if sum(counts) > 1 or any(c and t.role != "user" for c, t in zip(counts, turns)):
+            raise ConversationError(f"expected at most one visual marker, in a user turn; got {counts} per turn")
+        if visuals is None:
+            if sum(counts):
+                raise ConversationError("the conversation has a visual marker but the sample has no video or image")
+            return list(turns)
+        if not turns:
+            raise ConversationError("empty conversation")
+        position = counts.index(1) if sum(counts) else 0  # no marker: the first (user) turn
+        text = IMAGE_TOKEN * visuals.pixel_values.shape[0] + "\n" + _MARKER.sub("", turns[position].text).strip()
+        return [*turns[:position], replace(turns[position], text=text), *turns[position + 1 :]]
+
+    def _tokenize(self, segments: list[Segment]) -> tuple[Tensor, Tensor]:
+        """Tokenise the joined text once; a token is learned when it overlaps a learned segment.
+
+        Returns ``input_ids (L,)`` and ``labels (L,)`` (-100 off the learned text).
+        """
+        text = "".join(s.text for s in segments)
+        encoded = self.tokenizer(
+            text, add_special_tokens=self.template.add_special_tokens, return_offsets_mapping=True
+        )
+        input_ids = torch.tensor(encoded["input_ids"], dtype=torch.long)  # (L,)
+        offsets = torch.tensor(encoded["offset_mapping"], dtype=torch.long).view(-1, 2)  # (L, 2) char spans
+        char_learned = torch.tensor([s.learned for s in segments], dtype=torch.long).repeat_interleave(
+            torch.tensor([len(s.text) for s in segments], dtype=torch.long)
+        )  # (chars,) 1 on learned text
+        learned_before = torch.cat([torch.zeros(1, dtype=torch.long), char_learned.cumsum(0)])  # (chars+1,)
+        learned = learned_before[offsets[:, 1]] > learned_before[offsets[:, 0]]  # (L,) any learned char inside
+        return input_ids, torch.where(learned, input_ids, IGNORE_INDEX)
+
+    def _with_visuals(self, input_ids: Tensor, labels: Tensor | None, visuals: VisualInputs | None) -> EncodedSample:
+        """Expand each placeholder to its frame's token count (labels there -100)."""
+        if visuals is None:
+            return EncodedSample(input_ids, labels)
+        pixel_values = visuals.pixel_values  # (F, 4, S, S)
+        is_placeholder = input_ids == self.image_token_id  # (L,)
+        if int(is_placeholder.sum()) != pixel_values.shape[0]:
+            raise ConversationError(
+                f"the text holds {int(is_placeholder.sum())} {IMAGE_TOKEN} tokens for {pixel_values.shape[0]} frames"
+            )
+        repeats = torch.ones_like(input_ids)
+        repeats[is_placeholder] = self.frame_token_counts(pixel_values)
+        if labels is not None:
+            labels = labels.masked_fill(is_placeholder, IGNORE_INDEX).repeat_interleave(repeats)
         return EncodedSample(
-            input_ids, labels, pixel_values, chunk_lengths, teacher, 0 if visual is None else visual.num_real_frames
+            input_ids=input_ids.repeat_interleave(repeats),
+            labels=labels,
+            pixel_values=pixel_values,
+            chunk_lengths=self.chunk_lengths(pixel_values.shape[0]),
+            teacher_pixel_values=visuals.teacher_pixel_values,
         )
 
-    def _expand_placeholders(self, input_ids: Tensor, labels: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
-        is_placeholder = input_ids == self.image_token_id
-        if int(is_placeholder.sum()) != len(counts):
-            raise ValueError(f"prompt has {int(is_placeholder.sum())} {IMAGE_TOKEN} tags for {len(counts)} frames")
-        repeats = torch.ones_like(input_ids)
-        repeats[is_placeholder] = counts
-        labels = labels.masked_fill(is_placeholder, IGNORE_INDEX)
-        return input_ids.repeat_interleave(repeats), labels.repeat_interleave(repeats)
-
-    def _truncate(self, input_ids: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        if len(input_ids) <= self.max_length:
+    def _fit_length(self, input_ids: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Cut text-only overflow at the end; reject a cut through visual tokens or one leaving nothing to learn."""
+        if self.max_length is None or len(input_ids) <= self.max_length:
             return input_ids, labels
-        visual_positions = (input_ids == self.image_token_id).nonzero()
-        if len(visual_positions) and int(visual_positions.max()) >= self.max_length:
-            raise VisualTokensTruncated(
-                f"{len(input_ids)} tokens with visual tokens up to position {int(visual_positions.max())} "
+        visual = (input_ids == self.image_token_id).nonzero()
+        if len(visual) and int(visual.max()) >= self.max_length:
+            raise SampleTooLongError(
+                f"{len(input_ids)} tokens with visual tokens up to position {int(visual.max())} "
                 f"exceed max_length={self.max_length}"
             )
-        return input_ids[: self.max_length], labels[: self.max_length]
+        labels = labels[: self.max_length]
+        if bool((labels == IGNORE_INDEX).all()):
+            raise SampleTooLongError(f"cutting {len(input_ids)} tokens to max_length={self.max_length} leaves no reply")
+        return input_ids[: self.max_length], labels
