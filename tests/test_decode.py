@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
+import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from videopanda.data.decode import VideoDecodeError, find_video_file, probe_video, read_image, read_video_frames
 from videopanda.data.sampling import sample_frame_indices
@@ -38,11 +42,22 @@ def test_every_container_gives_the_sampled_frames(tmp_path, ext):
     assert [frame_level(f) for f in frames] == expected
 
 
-def test_seeking_in_a_long_video_equals_decoding_everything(tmp_path):
-    path = write_video(tmp_path / "long.mp4", indexed_frames(600), fps=10)  # 60 s
-    frames = read_video_frames(path)
-    expected = sample_frame_indices(600, 10.0)
-    assert [frame_level(f) for f in frames] == expected
+@pytest.mark.parametrize("ext", ["mp4", "mkv", "webm", "avi"])
+def test_seeking_in_a_long_video_equals_decoding_everything(tmp_path, ext, caplog):
+    caplog.set_level(logging.DEBUG, logger="videopanda.data.decode")
+    path = write_video(tmp_path / f"long.{ext}", indexed_frames(600), fps=10)  # 60 s: gaps of 80 frames
+    expected = sample_frame_indices(600, 10.0)  # 1 fps -> 60 positions -> 8 of them: 0, 80, 160, ...
+    assert expected == [0, 80, 160, 250, 330, 420, 500, 590]
+    seeking = read_video_frames(path)
+    assert [frame_level(f) for f in seeking] == expected
+    assert "decoding sequentially" not in caplog.text  # every seek landed before its target
+    np.testing.assert_array_equal(seeking, read_video_frames(path, seek=False))
+
+
+def test_clip_reads_frames_inside_the_clip(tmp_path):
+    path = write_video(tmp_path / "clip.mkv", indexed_frames(300), fps=10)  # 30 s
+    frames = read_video_frames(path, clip=(12.0, 20.0))  # frames 120..200, 1 fps gives 9 positions
+    assert [frame_level(f) for f in frames] == [120, 130, 140, 150, 160, 170, 180, 200]
 
 
 def test_missing_empty_and_corrupt_files_name_the_path(tmp_path):
@@ -54,11 +69,16 @@ def test_missing_empty_and_corrupt_files_name_the_path(tmp_path):
     (tmp_path / "garbage.avi").write_bytes(b"this is not a video" * 100)
     with pytest.raises(VideoDecodeError, match="garbage.avi"):
         read_video_frames(tmp_path / "garbage.avi")
-    good = write_video(tmp_path / "cut.mp4", indexed_frames(40), fps=10)
-    data = good.read_bytes()
-    good.write_bytes(data[: len(data) // 3])
-    with pytest.raises(VideoDecodeError, match="cut.mp4"):
-        read_video_frames(good)
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv", "webm", "avi"])
+def test_truncated_files_raise_naming_the_path(tmp_path, ext):
+    # mp4 loses its index, mkv/webm fall short of the duration in their header, avi of its frame count
+    path = write_video(tmp_path / f"cut.{ext}", indexed_frames(200), fps=10)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    with pytest.raises(VideoDecodeError, match=f"cut.{ext}"):
+        read_video_frames(path)
 
 
 def test_find_video_file_tries_extensions_and_activitynet_prefix(tmp_path):
@@ -69,6 +89,22 @@ def test_find_video_file_tries_extensions_and_activitynet_prefix(tmp_path):
     assert find_video_file(tmp_path, "nothing") is None
 
 
-def test_read_image(tmp_path):
+def test_frame_count_by_demuxing_when_the_container_has_none(tmp_path):
+    path = write_video(tmp_path / "n.webm", indexed_frames(37), fps=10)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 0  # webm stores no frame count
+    assert probe_video(path).frame_count == 37
+
+
+def test_read_image_png_and_gif_and_bad_image(tmp_path):
+    image = indexed_frames(1)[0].copy()
+    image[:10, :10] = (255, 0, 0)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), image[None])  # lossless, exact
     path = write_video(tmp_path / "one.gif", indexed_frames(1), fps=1)
     assert read_image(path).shape == (1, 48, 64, 3)
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(VideoDecodeError, match="bad.jpg: unreadable image"):
+        read_image(tmp_path / "bad.jpg")
+    with pytest.raises(VideoDecodeError, match="nope.png: file not found"):
+        read_image(tmp_path / "nope.png")

@@ -36,3 +36,17 @@ def test_clip_restricts_the_range_first():
 def test_empty_video_is_an_error():
     with pytest.raises(ValueError, match="at least one frame"):
         sample_frame_indices(0, 30.0)
+
+
+def test_num_frames_is_a_parameter():
+    # 20 positions (0, 30, ..., 570), linspace(0, 19, 4) = 0, 6.33, 12.67, 19 -> 0 6 12 19
+    assert sample_frame_indices(600, 30.0, num_frames=4) == [0, 180, 360, 570]
+    # 3 frames at 30 fps: one position -> m = 3, stride = 2 // 2 = 1
+    assert sample_frame_indices(3, 30.0, num_frames=4) == [0, 1, 2]
+
+
+def test_clip_at_the_end_and_clip_without_fps():
+    # clip past the end: the range shrinks to the last frame
+    assert sample_frame_indices(100, 10.0, clip=(50.0, 60.0)) == [99]
+    # fps 0: seconds can't be converted, the clip is ignored; stride 1 over 5 frames -> stride rule
+    assert sample_frame_indices(5, 0.0, clip=(1.0, 2.0)) == [0, 1, 2, 3, 4]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from videopanda.data.transform import CLIP_MEAN, CLIP_STD, preprocess_frames, preprocess_image, teacher_geometry
@@ -59,3 +60,38 @@ def test_image_is_one_frame():
     image = np.full((50, 80, 3), 128, np.uint8)
     out = preprocess_image(image, image_size=112, teacher_image_size=56)
     assert out.pixel_values.shape == (1, 4, 112, 112) and out.num_real_frames == 1
+
+
+def mask_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the non-zero region of a (H, W) mask, bottom/right exclusive."""
+    rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+
+
+def test_tall_and_square_mask_boxes_at_448_and_224():
+    # tall 300x200: teacher width 154 (11 patches) at left 28, student twice that: width 308 at left 56
+    tall = preprocess_frames(np.full((1, 300, 200, 3), 200, np.uint8), num_frames=1)
+    assert mask_box(tall.pixel_values[0, 3]) == (0, 448, 56, 364)
+    assert mask_box(tall.teacher_pixel_values[0, 3]) == (0, 224, 28, 182)
+    assert tall.pixel_values[0, 3, :, 56:364].all()  # the box is full: 1 on every real pixel
+    square = preprocess_frames(np.full((2, 90, 90, 3), 10, np.uint8), num_frames=2)
+    assert square.pixel_values[:, 3].all() and square.teacher_pixel_values[:, 3].all()
+
+
+def test_real_pixels_are_clip_normalised():
+    frames = np.full((1, 64, 64, 3), (255, 128, 0), np.uint8)
+    out = preprocess_frames(frames, image_size=56, teacher_image_size=28, num_frames=1)
+    expected = (torch.tensor([255, 128, 0]) / 255 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    torch.testing.assert_close(out.pixel_values[0, :3, 10, 10], expected.float())
+    assert out.pixel_values.shape == (1, 4, 56, 56) and out.teacher_pixel_values.shape == (1, 4, 28, 28)
+
+
+def test_bad_inputs_are_rejected():
+    frames = np.zeros((2, 32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="explicit torch.Generator"):
+        preprocess_frames(frames, train=True)
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess_frames(frames.astype(np.float32))
+    with pytest.raises(ValueError, match="3 frames for a 2-frame input"):
+        preprocess_frames(np.zeros((3, 32, 32, 3), np.uint8), num_frames=2)
+    assert preprocess_frames(frames, with_teacher=False).teacher_pixel_values is None

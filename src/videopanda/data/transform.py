@@ -4,6 +4,14 @@ Geometry is computed at teacher scale (long side 224, short side a whole
 number of 14-pixel patches, padding centred on whole patches) and doubled
 for the student (448), so every padding boundary falls on whole LSD windows.
 Each frame becomes a ``(4, S, S)`` tensor: normalised RGB + validity mask.
+
+Resizing is bicubic with antialiasing, on all frames at once: the release
+resizes with PIL's bicubic filter, which torch's antialiased bicubic
+reproduces (PIL filters over the whole source footprint when downscaling;
+plain bicubic interpolation would alias on large reductions such as
+1920 -> 448). The result is rounded to uint8 levels as PIL's would be.
+
+Shapes: T frames, H x W source size, S = image_size, St = teacher_image_size.
 """
 
 from __future__ import annotations
@@ -87,8 +95,10 @@ def preprocess_frames(
     ``num_frames=None`` keeps T frames (images). In training the whole clip is
     flipped horizontally with p=0.5 (image and mask alike), drawn from ``generator``.
     """
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"frames must be (T>0, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    if train and generator is None:
+        raise ValueError("training flips draw from an explicit torch.Generator: pass generator=")
     if image_size % teacher_image_size:
         raise ValueError(f"image_size {image_size} must be a multiple of teacher_image_size {teacher_image_size}")
     if num_frames is not None and len(frames) > num_frames:
