@@ -144,7 +144,7 @@ def setup_stage(config: TrainConfig) -> StageSetup:
     teacher = build_teacher_source(config.teacher, model.config, args.device) if distilling else None
     dataset = build_dataset(config, rule, model, tokenizer, with_teacher_frames=bool(teacher and teacher.needs_frames),
                             with_keys=bool(teacher and teacher.needs_keys))
-    collator = VideoPandaCollator(tokenizer.pad_token_id, "right")
+    collator = VideoPandaCollator(tokenizer.pad_token_id, "right", with_teacher=bool(teacher and teacher.needs_frames))
     trainer = VideoPandaTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=tokenizer,
         stage=rule, rates=rates, teacher_features=teacher,
