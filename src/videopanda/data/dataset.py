@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from videopanda.data.conversation import ConversationError, Turn, turns_from_annotation
 from videopanda.data.decode import VideoDecodeError, read_image, read_video_frames
 from videopanda.data.processing_videopanda import EncodedSample, SampleTooLongError, VideoPandaProcessor
-from videopanda.data.transform import VisualInputs, preprocess_frames, preprocess_image
+from videopanda.data.transform import VisualInputs, preprocess_frames
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ class SkipRecord:
 
 
 class SkipLog:
-    """Skipped samples, once each. ``path`` (a .jsonl file) also collects them across
-    DataLoader workers and ranks, which hold their own copies of the dataset."""
+    """Skipped samples, once each. ``path`` (a .jsonl file, fresh per run) also collects them
+    across DataLoader workers and ranks, which hold their own copies of the dataset."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = None if path is None else Path(path)
@@ -96,7 +96,10 @@ class SkipLog:
         merged = dict(self._records)
         if self.path is not None and self.path.exists():
             for line in self.path.read_text().splitlines():
-                record = SkipRecord(**json.loads(line))
+                try:  # a line being written by another process right now may be incomplete
+                    record = SkipRecord(**json.loads(line))
+                except (json.JSONDecodeError, TypeError):
+                    continue
                 merged.setdefault(record.index, record)
         return [merged[i] for i in sorted(merged)]
 
