@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from conftest import small_videopanda_config
-from videopanda.data.dataset import VideoLLaVADataset, load_annotations
+from videopanda.data.dataset import FLIPPED_SUFFIX, VideoLLaVADataset, load_annotations
 from videopanda.data.processing_videopanda import VideoPandaProcessor
 from videopanda.data.sampler import ModalityLengthGroupedSampler
+from videopanda.train.teacher_cache import FLIPPED_SUFFIX as CACHE_FLIPPED_SUFFIX
 
 
 def qa(question, answer="red"):
@@ -123,21 +124,28 @@ def test_fraction_of_shuffled_data_and_max_samples(tmp_path):
     assert [a.source for a in load_annotations(files, max_samples=3)] == [f"{tmp_path}/a.json#{i}" for i in range(3)]
 
 
-def test_train_flip_is_deterministic_per_seed_epoch_index(tmp_path, make_video, processor):
+def test_train_flip_is_seeded_and_named_in_the_sample_key(tmp_path, make_video, processor):
     make_video("a.mp4", num_frames=8, height=64, width=96, fps=4)
-    items = load_annotations([write_json(tmp_path / "a.json", [{"id": "v", "video": "a.mp4", "conversations": qa("<video>\nQ")}])])
-    first, second = (VideoLLaVADataset(items, tmp_path, processor, train=True, seed=5) for _ in range(2))
+    item = {"id": "v", "video": "a.mp4", "start": 0, "end": 1.5, "conversations": qa("<video>\nQ")}
+    items = load_annotations([write_json(tmp_path / "a.json", [item])])
+    plain = VideoLLaVADataset(items, tmp_path, processor, train=False, with_teacher=True)[0]
     runs = []
-    for dataset in (first, second):
-        frames = []
+    for _ in range(2):
+        dataset = VideoLLaVADataset(items, tmp_path, processor, train=True, seed=5, with_teacher=True, with_keys=True)
+        samples = []
         for epoch in range(8):
             dataset.set_epoch(epoch)
-            frames.append(dataset[0].pixel_values)
-        runs.append(frames)
-    assert all(torch.equal(a, b) for a, b in zip(*runs))  # same (seed, epoch, index): same flip
-    flipped = [not torch.equal(f, runs[0][0]) for f in runs[0]]
+            samples.append(dataset[0])
+        runs.append(samples)
+    assert all(torch.equal(a.pixel_values, b.pixel_values) for a, b in zip(*runs))  # same (seed, epoch, index)
+    flipped = [s.sample_key == f"a.mp4@0-1.5{FLIPPED_SUFFIX}" for s in runs[0]]
     assert any(flipped) and not all(flipped)
-    assert all(torch.equal(f, runs[0][0]) or torch.equal(f, runs[0][0].flip(-1)) for f in runs[0])
+    for sample, flip in zip(runs[0], flipped):
+        expected = plain.pixel_values.flip(-1) if flip else plain.pixel_values
+        assert torch.equal(sample.pixel_values, expected)
+        assert torch.equal(sample.teacher_pixel_values, plain.teacher_pixel_values.flip(-1) if flip else plain.teacher_pixel_values)
+        assert flip or sample.sample_key == "a.mp4@0-1.5"
+    assert FLIPPED_SUFFIX == CACHE_FLIPPED_SUFFIX  # the teacher cache stores both orientations under these keys
 
 
 def test_sampler_groups_by_modality_and_is_deterministic():

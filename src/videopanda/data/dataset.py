@@ -42,6 +42,8 @@ class AnnotationError(ValueError):
     """An annotation item that cannot be a sample (not an object, bad media or clip fields)."""
 
 
+FLIPPED_SUFFIX = "#flipped"  # sample_key suffix of a train-flipped sample (the teacher cache stores both)
+
 # What makes a sample unusable; anything else is a bug and is raised.
 SKIPPABLE = (VideoDecodeError, AnnotationError, ConversationError, SampleTooLongError, av.FFmpegError, OSError)
 
@@ -164,6 +166,13 @@ def _clip(item: dict) -> tuple[float, float] | None:
     return float(start), float(end)
 
 
+def flip_visuals(visuals: VisualInputs) -> VisualInputs:
+    """The whole clip's canvases flipped horizontally (image and mask alike, both scales)."""
+    teacher = visuals.teacher_pixel_values
+    flipped_teacher = None if teacher is None else teacher.flip(-1)
+    return VisualInputs(visuals.pixel_values.flip(-1), flipped_teacher, visuals.num_real_frames)
+
+
 def media_key(parsed: ParsedItem) -> str:
     """The media file (and clip) a sample shows, as annotated: ``path`` or ``path@start-end``."""
     path = str(parsed.media)
@@ -188,8 +197,9 @@ def text_length(item: Any) -> int:
 class VideoLLaVADataset(Dataset):
     """Training samples (``EncodedSample``) from annotation items (``load_annotations``).
 
-    Train-time horizontal flips come from a generator seeded by
-    ``(seed, epoch, index)``: the same sample flips the same way in a rerun.
+    Train-time horizontal flips (the release's p=0.5, on the padded canvas)
+    are decided here from ``(seed, epoch, index)``: the same sample flips the
+    same way in a rerun, and a flipped sample's key ends in ``FLIPPED_SUFFIX``.
     Call ``set_epoch`` each epoch (accelerate's data loader does) and log
     ``skipped_summary()`` at its end; with DataLoader workers, give
     ``skip_log`` (a .jsonl path) so the summary sees the workers' skips.
@@ -252,12 +262,17 @@ class VideoLLaVADataset(Dataset):
         )
 
     def load(self, index: int) -> EncodedSample:
-        """parse -> decode -> transform -> tokenize; raises one of ``SKIPPABLE`` for bad data."""
+        """parse -> decode -> transform (+ train flip) -> tokenize; raises one of ``SKIPPABLE`` for bad data."""
         parsed = parse_item(self.items[index].item, self.video_root, self.image_root)
         frames = self._decode(parsed)
-        visuals = None if frames is None else self._transform(frames, is_video=parsed.video is not None, index=index)
-        sample = self.processor.encode_conversation(parsed.turns, visuals)
-        return replace(sample, sample_key=media_key(parsed)) if self.with_keys and frames is not None else sample
+        if frames is None:
+            return self.processor.encode_conversation(parsed.turns)
+        visuals = self._transform(frames, is_video=parsed.video is not None)
+        flipped = self.train and self.flips(index)
+        sample = self.processor.encode_conversation(parsed.turns, flip_visuals(visuals) if flipped else visuals)
+        if not self.with_keys:
+            return sample
+        return replace(sample, sample_key=media_key(parsed) + (FLIPPED_SUFFIX if flipped else ""))
 
     def _decode(self, parsed: ParsedItem) -> np.ndarray | None:
         """(T, H, W, 3) uint8 frames (T=1 for an image), or None for a text-only sample."""
@@ -267,7 +282,7 @@ class VideoLLaVADataset(Dataset):
             return read_image(parsed.image)
         return None
 
-    def _transform(self, frames: np.ndarray, is_video: bool, index: int) -> VisualInputs:
+    def _transform(self, frames: np.ndarray, is_video: bool) -> VisualInputs:
         config = self.processor.config
         return preprocess_frames(
             frames,
@@ -275,15 +290,13 @@ class VideoLLaVADataset(Dataset):
             teacher_image_size=config.teacher_image_size,
             patch_size=config.teacher_patch_size,
             num_frames=config.num_frames if is_video else None,
-            train=self.train,
-            generator=self.flip_generator(index),
             with_teacher=self.with_teacher,
         )
 
-    def flip_generator(self, index: int) -> torch.Generator:
-        """A generator determined by (seed, epoch, index) alone."""
+    def flips(self, index: int) -> bool:
+        """The train-time horizontal flip (p=0.5) of sample ``index``: a function of (seed, epoch, index)."""
         state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1, dtype=np.uint64)[0]
-        return torch.Generator().manual_seed(int(state))
+        return bool(torch.rand((), generator=torch.Generator().manual_seed(int(state))) < 0.5)
 
     def _skip(self, index: int, err: Exception) -> None:
         item = self.items[index]
