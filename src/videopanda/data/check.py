@@ -80,7 +80,8 @@ class CheckReport:
         if self.missing:
             lines.append(f"not present (skipped): {', '.join(self.missing)}")
         lines += [f"{p.kind.upper()} {p.source}{f' ({p.media})' if p.media else ''}: {p.reason}" for p in self.problems]
-        lines.append("OK" if self.ok else f"{len(self.problems)} problems")
+        count = len(self.problems)
+        lines.append("OK" if self.ok else f"{count} problem{'s' if count > 1 else ''}")
         return "\n".join(lines)
 
     def to_json(self) -> dict:
