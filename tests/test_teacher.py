@@ -80,24 +80,31 @@ def test_padding_patches_and_frames_are_dropped():
     torch.testing.assert_close(features, expected)
 
 
+def peft_name(name: str) -> str:
+    """How LanguageBind names a weight when its encoder is saved inside the peft LoRA wrapper."""
+    name = name.replace("encoder.", "encoder.base_model.model.")
+    return name.replace("temporal_attn.q_proj.", "temporal_attn.q_proj.base_layer.")
+
+
 def write_languagebind_dir(directory, teacher: VideoTeacher, fmt: str) -> None:
     """A LanguageBind_Video_merge-style directory: full-model config.json + vision_model/text_model weights."""
     vision = teacher.config.to_dict() | {"model_type": "clip_vision_model", "lora_r": 0, "projection_dim": 16}
     config = {"model_type": "LanguageBindVideo", "projection_dim": 16, "vision_config": vision,
               "text_config": {"hidden_size": 16, "num_hidden_layers": 1}}
     (directory / "config.json").write_text(json.dumps(config))
-    weights = {f"vision_model.{k}": v.clone() for k, v in teacher.state_dict().items()}
+    rename = peft_name if fmt == "peft" else str
+    weights = {f"vision_model.{rename(k)}": v.clone() for k, v in teacher.state_dict().items()}
     weights["vision_model.embeddings.position_ids"] = torch.arange(17)[None]
     weights["visual_projection.weight"] = torch.randn(16, 32)
     weights["text_model.final_layer_norm.weight"] = torch.ones(16)
     weights["logit_scale"] = torch.tensor(2.0)
-    if fmt == "safetensors":
+    if fmt != "bin":
         save_file(weights, str(directory / "model.safetensors"))
     else:
         torch.save(weights, directory / "pytorch_model.bin")
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+@pytest.mark.parametrize("fmt", ["safetensors", "bin", "peft"])
 def test_load_teacher_round_trip(tmp_path, fmt):
     teacher = random_teacher()
     write_languagebind_dir(tmp_path, teacher, fmt)
@@ -123,3 +130,12 @@ def test_load_teacher_names_what_is_wrong(tmp_path):
 def test_wrong_frame_size_is_refused():
     with pytest.raises(ValueError, match=r"\(F, 3, 56, 56\)"):
         random_teacher()(torch.randn(2, 3, 28, 28))
+
+
+def test_unmerged_lora_teacher_is_refused(tmp_path):
+    write_languagebind_dir(tmp_path, random_teacher(), "safetensors")
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    weights["vision_model.encoder.layers.0.temporal_attn.q_proj.lora_A.default.weight"] = torch.zeros(2, 32)
+    save_file(weights, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="unmerged LoRA"):
+        load_teacher(tmp_path)

@@ -103,7 +103,8 @@ def test_cached_teacher_serves_batches_and_checks_the_model(tmp_path, dataset):
     model_config = VideoPandaConfig(teacher_hidden_size=32, image_size=112, teacher_image_size=56)
     source = CachedTeacher(out, model_config)
     features, patches = source({"sample_keys": ["still.png", "wide.mp4"], "pixel_values": torch.zeros(9, 4, 112, 112)})
-    assert patches.tolist() == TeacherCache(out).get("still.png")[1].tolist() + TeacherCache(out).get("wide.mp4")[1].tolist()
+    cache = TeacherCache(out)
+    assert patches.tolist() == cache.get("still.png")[1].tolist() + cache.get("wide.mp4")[1].tolist()
     assert features.shape == (int(patches.sum()), 32) and features.dtype == torch.float16
     with pytest.raises(ValueError, match="gives 9 frames for a batch of 8"):
         source({"sample_keys": ["still.png", "wide.mp4"], "pixel_values": torch.zeros(8, 4, 112, 112)})

@@ -41,6 +41,8 @@ from transformers.activations import ACT2FN
 logger = logging.getLogger(__name__)
 
 LANGUAGEBIND_PREFIX = "vision_model."
+# A LanguageBind encoder saved inside its peft LoRA wrapper (weights merged): names to plain ones.
+PEFT_RENAMES = (("encoder.base_model.model.", "encoder."), (".base_layer.", "."))
 # Buffers that some checkpoints store and this module recomputes.
 IGNORED_KEYS = ("embeddings.position_ids",)
 
@@ -121,7 +123,7 @@ class TeacherAttention(nn.Module):
         super().__init__()
         width = config.hidden_size
         if width % config.num_attention_heads:
-            raise ValueError(f"hidden_size {width} is not divisible by num_attention_heads {config.num_attention_heads}")
+            raise ValueError(f"hidden_size {width} does not split into {config.num_attention_heads} attention heads")
         self.num_heads = config.num_attention_heads
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(width, width) for _ in range(4))
 
@@ -132,7 +134,8 @@ class TeacherAttention(nn.Module):
         def heads(t: Tensor) -> Tensor:
             return t.view(batch, length, self.num_heads, -1).transpose(1, 2)  # (B, H, T, hd)
 
-        out = F.scaled_dot_product_attention(heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x)), key_mask)
+        query, key, value = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        out = F.scaled_dot_product_attention(query, key, value, key_mask)  # (B, H, T, hd)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
@@ -198,7 +201,7 @@ class TeacherEmbeddings(nn.Module):
     def forward(self, pixel_values: Tensor) -> Tensor:
         """pixel_values (F, 3, S, S) -> (F, 1 + P, D)."""
         patches = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)  # (F, P, D)
-        cls = self.class_embedding.to(patches.dtype).expand(len(patches), 1, -1)
+        cls = self.class_embedding.expand(len(patches), 1, -1)
         return torch.cat([cls, patches], 1) + self.position_embedding.weight
 
 
@@ -230,7 +233,7 @@ class VideoTeacher(nn.Module):
         if chunk_lengths is None:
             chunk_lengths = torch.tensor([len(pixel_values)], device=pixel_values.device)
         if int(chunk_lengths.sum()) != len(pixel_values):
-            raise ValueError(f"chunk_lengths sum to {int(chunk_lengths.sum())}, but there are {len(pixel_values)} frames")
+            raise ValueError(f"chunk_lengths sum to {int(chunk_lengths.sum())} for {len(pixel_values)} frames")
         groups = temporal_groups(chunk_lengths.to(pixel_values.device), cfg.num_frames)
         x = self.pre_layrnorm(self.embeddings(pixel_values))  # (F, n, D)
         for layer in self.encoder.layers[: cfg.num_layers_run]:
@@ -296,12 +299,18 @@ def _tower_weights(directory: Path) -> dict[str, Tensor]:
     for file in files:
         for name, tensor in _load_weight_file(file).items():
             if name.startswith(LANGUAGEBIND_PREFIX) and not name.endswith(IGNORED_KEYS):
-                tower[name[len(LANGUAGEBIND_PREFIX) :]] = tensor
+                tower[_plain_name(name[len(LANGUAGEBIND_PREFIX) :])] = tensor
     if not tower:
         raise ValueError(f"no {LANGUAGEBIND_PREFIX}* weights in {[f.name for f in files]} ({directory})")
     if any("lora_" in name for name in tower):
         raise ValueError(f"the teacher in {directory} holds unmerged LoRA weights; use the merged (_merge) model")
     return tower
+
+
+def _plain_name(name: str) -> str:
+    for old, new in PEFT_RENAMES:
+        name = name.replace(old, new)
+    return name
 
 
 def _load_weight_file(file: Path) -> dict[str, Tensor]:

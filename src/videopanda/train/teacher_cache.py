@@ -176,7 +176,7 @@ def shard_name(number: int) -> str:
 
 
 def _shard_tensors(
-    teacher: VideoTeacher, loader: DataLoader, items: Sequence[MediaItem], flips: bool, dtype: torch.dtype, progress
+    teacher: VideoTeacher, loader: DataLoader, items: Sequence[MediaItem], flips: bool, dtype: torch.dtype, progress: tqdm
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Run the teacher over one shard: ``{entry.features, entry.patches}`` and ``{key: entry}`` / failures."""
     device = next(teacher.parameters()).device
