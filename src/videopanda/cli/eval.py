@@ -1,7 +1,239 @@
-"""`videopanda eval` subcommand(s). TODO(owner of this area): register them."""
+"""`videopanda eval run | merge | judge | report | five-criteria`: zero-shot video QA evaluation."""
+
+from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to the top-level parser."""
+    """Add ``eval`` and its subcommands to the top-level parser."""
+    parser = subparsers.add_parser("eval", help="zero-shot video QA: answer, judge, report")
+    sub = parser.add_subparsers(dest="eval_command", metavar="STEP", required=True)
+    _add_run(sub)
+    _add_merge(sub)
+    _add_judge(sub)
+    _add_report(sub)
+    _add_five_criteria(sub)
+
+
+# ----------------------------------------------------------------------------- run / merge
+
+
+def _add_qa_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--benchmark", help="MSVD | MSRVTT | TGIF | ActivityNet | Synth (under --data-root)")
+    p.add_argument("--data-root", type=Path, help="DATA_ROOT holding eval/GPT_Zero_Shot_QA/")
+    p.add_argument("--questions", type=Path, help="test_q.json (instead of --benchmark)")
+    p.add_argument("--answers", type=Path, help="test_a.json (instead of --benchmark)")
+    p.add_argument("--video-dir", type=Path, help="video directory (instead of --benchmark)")
+    p.add_argument("--max-samples", type=int, help="only the first N questions (a quick check)")
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="answer a QA benchmark with a model (sharded, resumable)")
+    p.add_argument("model_dir", type=Path, help="a trained Video-Panda model directory")
+    _add_qa_source(p)
+    p.add_argument("--output-dir", type=Path, help="default: <benchmark dir>/<model dir name>")
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--shard-id", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--template", default="vicuna_v1_eval", help="conversation template of the prompts")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.set_defaults(func=run_command)
+
+
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="merge shard files into merge.jsonl and missing.jsonl")
+    _add_qa_source(p)
+    p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument("--num-shards", type=int, required=True)
+    p.set_defaults(func=merge_command)
+
+
+def _qa_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    from videopanda.eval.benchmarks import get_benchmark
+
+    if args.benchmark:
+        if args.data_root is None:
+            raise SystemExit("--benchmark needs --data-root")
+        return get_benchmark(args.benchmark).paths(args.data_root)
+    if not (args.questions and args.answers and args.video_dir):
+        raise SystemExit("give --benchmark NAME --data-root DIR, or --questions, --answers and --video-dir")
+    return args.questions, args.answers, args.video_dir
+
+
+def _questions(args: argparse.Namespace):
+    from videopanda.eval.run import load_qa_pairs
+
+    questions_path, answers_path, video_dir = _qa_paths(args)
+    questions = load_qa_pairs(questions_path, answers_path)
+    return questions[: args.max_samples] if args.max_samples else questions, video_dir
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+    from videopanda.eval.run import merge_shards, run_shard
+
+    questions, video_dir = _questions(args)
+    output_dir = args.output_dir or Path(video_dir).parent / args.model_dir.name
+    config = GenerationConfig(args.max_new_tokens, args.template, args.batch_size)
+    predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device, getattr(torch, args.dtype))
+    summary = run_shard(questions, video_dir, predictor, output_dir, args.num_shards, args.shard_id)
+    logger.info("shard %d/%d: %s", args.shard_id, args.num_shards, summary)
+    if args.num_shards == 1:
+        logger.info("merged: %s", merge_shards(output_dir, questions, 1))
+    else:
+        logger.info("when all shards are done: videopanda eval merge --output-dir %s --num-shards %d ...",
+                    output_dir, args.num_shards)
+    return 0
+
+
+def merge_command(args: argparse.Namespace) -> int:
+    from videopanda.eval.run import merge_shards
+
+    questions, _ = _questions(args)
+    counts = merge_shards(args.output_dir, questions, args.num_shards)
+    print(json.dumps(counts))
+    return 0 if counts["unanswered"] == 0 else 1
+
+
+# ----------------------------------------------------------------------------- judge
+
+
+def _add_judge_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("openai", "local", "rule"), default="openai")
+    p.add_argument("--judge-model", help="openai: the endpoint's model id (default gpt-3.5-turbo); "
+                   "local: a chat model directory or 'smollm2' (default)")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else api.openai.com)")
+    p.add_argument("--api-key", help="default: $OPENAI_API_KEY ('EMPTY' for local servers)")
+    p.add_argument("--workers", type=int, default=8, help="concurrent judge requests")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per judge request")
+    p.add_argument("--max-attempts", type=int, default=6, help="HTTP attempts per request (429/5xx/timeouts)")
+    p.add_argument("--seed", type=int, default=0, help="sent to endpoints that support it")
+    p.add_argument("--cache", type=Path, help="judge cache (default: OUTPUT_DIR/judge_cache.jsonl)")
+
+
+def _add_judge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("judge", help="score predictions with an LLM judge or the rule-based match")
+    p.add_argument("predictions", type=Path, help="merge.jsonl: lines {id, question, answer, pred}")
+    p.add_argument("--output-dir", type=Path, help="default: <predictions dir>/judge_<backend>")
+    p.add_argument("--prompt", default="qa", help="judge prompt: qa, or a five-criteria name")
+    p.add_argument("--benchmark-name", help="recorded in results.json (default: the predictions' grandparent)")
+    p.add_argument("--model-name", help="recorded in results.json (default: the predictions' directory)")
+    _add_judge_backend(p)
+    p.set_defaults(func=judge_command)
+
+
+def build_judge(args: argparse.Namespace):
+    """The judge the flags ask for; the OpenAI key and URL are read here, at the client boundary."""
+    if args.backend == "rule":
+        from videopanda.eval.judge.rule_backend import RuleJudge
+
+        return RuleJudge()
+    from videopanda.eval.judge.base import LLMJudge
+
+    if args.backend == "local":
+        from videopanda.eval.judge.local_backend import LocalBackend
+        from videopanda.eval.predict import ChatLLM
+
+        return LLMJudge(LocalBackend(ChatLLM.load(args.judge_model or "smollm2")))
+    from videopanda.eval.judge.openai_backend import OpenAIBackend, OpenAIJudgeConfig
+
+    config = OpenAIJudgeConfig(
+        model=args.judge_model or "gpt-3.5-turbo", base_url=args.base_url or os.environ.get("OPENAI_BASE_URL"),
+        api_key=args.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY", timeout_s=args.timeout,
+        max_attempts=args.max_attempts, seed=args.seed,
+    )
+    return LLMJudge(OpenAIBackend(config))
+
+
+def judge_command(args: argparse.Namespace) -> int:
+    from videopanda.eval.judge.prompts import get_prompt
+    from videopanda.eval.judge.runner import load_predictions, run_judge
+
+    prompt = get_prompt(args.prompt)
+    items = load_predictions(args.predictions)
+    output_dir = args.output_dir or args.predictions.parent / f"judge_{args.backend}"
+    meta = {
+        "benchmark": args.benchmark_name or args.predictions.resolve().parent.parent.name,
+        "model": args.model_name or args.predictions.resolve().parent.name,
+        "predictions": str(args.predictions),
+    }
+    workers = 1 if args.backend == "local" else args.workers
+    results = run_judge(items, output_dir, build_judge(args), prompt, args.cache, workers, meta)
+    print(json.dumps({k: results[k] for k in ("accuracy", "accuracy_all", "mean_score", "judged", "failures")}))
+    return 0
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="Markdown/CSV table and bar chart over results.json files")
+    p.add_argument("results", type=Path, nargs="+", help="results.json files (or directories holding one)")
+    p.add_argument("--out", type=Path, default=Path("report"))
+    p.set_defaults(func=report_command)
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from videopanda.eval.report import write_report
+
+    files = [p / "results.json" if p.is_dir() else p for p in args.results]
+    paths = write_report(files, args.out)
+    print(paths["md"].read_text())
+    logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+# ----------------------------------------------------------------------------- five criteria
+
+
+def _add_five_criteria(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("five-criteria", help="Video-ChatGPT benchmark: answer (with MODEL_DIR) and judge 5 criteria")
+    p.add_argument("--data-dir", type=Path, required=True, help="holds generic_qa.json, temporal_qa.json, "
+                   "consistency_qa.json and videos/")
+    p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument("--model-dir", type=Path, help="answer the questions first with this model")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--device", default="cpu")
+    _add_judge_backend(p)
+    p.set_defaults(func=five_criteria_command)
+
+
+def five_criteria_command(args: argparse.Namespace) -> int:
+    from videopanda.eval import five_criteria as fc
+    from videopanda.eval.jsonl import read_jsonl
+    from videopanda.eval.judge.prompts import get_prompt
+    from videopanda.eval.judge.runner import run_judge
+    from videopanda.eval.run import MERGE_FILE, merge_shards, run_shard
+
+    if args.model_dir is not None:
+        from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+
+        config = GenerationConfig(args.max_new_tokens, batch_size=args.batch_size)
+        predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device)
+        for qa_set in fc.QA_SETS:
+            questions = fc.load_questions(fc.qa_file(args.data_dir, qa_set))
+            run_shard(questions, args.data_dir / "videos", predictor, args.output_dir / qa_set)
+            merge_shards(args.output_dir / qa_set, questions, 1)
+    judge = build_judge(args)
+    summary = {}
+    for criterion in fc.CRITERIA:
+        predictions = read_jsonl(args.output_dir / criterion.qa_set / MERGE_FILE)
+        items = fc.judge_items(predictions, criterion.qa_set)
+        meta = {"benchmark": f"VideoChatGPT-{criterion.name}", "model": (args.model_dir or args.output_dir).name}
+        results = run_judge(items, args.output_dir / f"judge_{criterion.name}", judge, get_prompt(criterion.name),
+                            args.cache, 1 if args.backend == "local" else args.workers, meta)
+        summary[criterion.name] = results["mean_score"]
+    print(json.dumps(summary))
+    return 0

@@ -1,7 +1,23 @@
-"""`videopanda serve` subcommand(s). TODO(owner of this area): register them."""
+"""`videopanda serve`: an OpenAI-compatible chat server for a local model (plain LLM or Video-Panda)."""
+
+from __future__ import annotations
 
 import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to the top-level parser."""
+    """Add ``serve`` to the top-level parser."""
+    p = subparsers.add_parser("serve", help="OpenAI-compatible /v1/chat/completions server for a local model")
+    p.add_argument("model", nargs="?", default="smollm2",
+                   help="a Video-Panda model directory, a chat LLM directory, or 'smollm2' (default)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=serve_command)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from videopanda.eval.serve import load_chat_model, serve
+
+    serve(load_chat_model(args.model, args.device), args.host, args.port)
+    return 0

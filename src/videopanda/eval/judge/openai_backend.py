@@ -1,0 +1,69 @@
+"""Chat backend for any OpenAI-compatible ``/v1/chat/completions`` endpoint (``openai`` client).
+
+Retries on rate limits (429), server errors (5xx), timeouts and dropped
+connections, with capped exponential backoff; other client errors fail at
+once. The client's own retries are off, so every attempt is counted here.
+The API key is passed in: the CLI reads flags/environment, never this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import openai
+
+from videopanda.eval.judge.base import JudgeCallError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OpenAIJudgeConfig:
+    model: str = "gpt-3.5-turbo"
+    base_url: str | None = None  # None: the client's default (api.openai.com)
+    api_key: str = "EMPTY"  # local servers accept any key
+    timeout_s: float = 60.0
+    max_attempts: int = 6  # per request, all HTTP attempts together
+    backoff_s: float = 1.0  # first wait; doubles each retry
+    max_backoff_s: float = 30.0
+    max_tokens: int = 64  # the reply is a short dict
+    seed: int | None = 0  # sent where the endpoint supports it
+
+
+def _retryable(err: Exception) -> bool:
+    if isinstance(err, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError)):
+        return True
+    return isinstance(err, openai.APIStatusError) and err.status_code >= 500
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, config: OpenAIJudgeConfig) -> None:
+        self.config = config
+        self.model = config.model
+        self.seed = config.seed
+        self._client = openai.OpenAI(
+            base_url=config.base_url, api_key=config.api_key, timeout=config.timeout_s, max_retries=0
+        )
+
+    def complete(self, system: str, user: str) -> str:
+        """One chat completion at temperature 0; raises ``JudgeCallError`` when retries are exhausted."""
+        cfg = self.config
+        for attempt in range(1, cfg.max_attempts + 1):
+            try:
+                response = self._client.chat.completions.create(
+                    model=cfg.model,
+                    messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+                    temperature=0.0, max_tokens=cfg.max_tokens, seed=cfg.seed,
+                )
+                return response.choices[0].message.content or ""
+            except openai.OpenAIError as err:
+                if not _retryable(err) or attempt == cfg.max_attempts:
+                    raise JudgeCallError(f"{cfg.base_url or 'OpenAI'} {cfg.model}: {type(err).__name__}: {err}") from err
+                wait = min(cfg.backoff_s * 2 ** (attempt - 1), cfg.max_backoff_s)
+                logger.warning("judge request failed (%s), retry %d in %.1fs", type(err).__name__, attempt, wait)
+                time.sleep(wait)
+        raise JudgeCallError("unreachable")  # the loop returns or raises

@@ -1,0 +1,121 @@
+"""Batched greedy inference: Video-Panda answers about videos, and plain chat with a causal LM.
+
+``VideoPandaPredictor`` is the one inference path of ``eval run``, ``serve``
+and chat: deterministic preprocessing (no flip), left-padded batches,
+greedy decoding cut at the template's end-of-turn marker. ``ChatLLM`` runs a
+plain chat model (the local judge and the plain-LLM server).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from videopanda.data.conversation import Turn
+from videopanda.data.decode import read_video_frames
+from videopanda.data.processing_videopanda import VideoPandaProcessor
+from videopanda.data.transform import VisualInputs, preprocess_frames
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 1024  # the release's limit
+    template: str = "vicuna_v1_eval"  # the release's evaluation prompt form
+    batch_size: int = 4
+
+
+class VideoPandaPredictor:
+    """(video file, question) pairs -> answers; ``load_video`` raises ``VideoDecodeError`` for a bad file."""
+
+    def __init__(self, model: PreTrainedModel, processor: VideoPandaProcessor, config: GenerationConfig) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.config = config
+
+    @classmethod
+    def from_pretrained(
+        cls, model_dir: str | Path, config: GenerationConfig = GenerationConfig(),
+        device: str = "cpu", dtype: torch.dtype = torch.float32,
+    ) -> VideoPandaPredictor:
+        """A trained model directory (``save_pretrained`` + tokenizer, as training writes it)."""
+        from videopanda.model.llm import load_tokenizer
+        from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+
+        model = VideoPandaForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+        processor = VideoPandaProcessor(load_tokenizer(model_dir), model.config, template=config.template)
+        return cls(model, processor, config)
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    def load_video(self, path: str | Path) -> VisualInputs:
+        """The release's sampled frames, preprocessed at student scale without augmentation."""
+        cfg = self.model.config
+        frames = read_video_frames(path, num_frames=cfg.num_frames)  # (T, H, W, 3) uint8
+        return preprocess_frames(
+            frames, image_size=cfg.image_size, teacher_image_size=cfg.teacher_image_size,
+            patch_size=cfg.patch_size, num_frames=cfg.num_frames, with_teacher=False,
+        )
+
+    @torch.no_grad()
+    def answer(
+        self, visuals: Sequence[VisualInputs | None], questions: Sequence[str],
+        histories: Sequence[Sequence[Turn]] | None = None, max_new_tokens: int | None = None,
+    ) -> list[str]:
+        """One greedy answer per (visuals, question[, earlier turns]), generated as one left-padded batch."""
+        batch = self.processor.batch_prompts(questions, visuals, histories)
+        device = self.model.device
+        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "chunk_lengths")}
+        if "pixel_values" in batch:
+            inputs["pixel_values"] = batch["pixel_values"].to(device, self.model.dtype)
+        tokenizer = self.processor.tokenizer
+        new_tokens = self.model.generate(
+            **inputs, max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=False,
+            pad_token_id=tokenizer.pad_token_id, stop_strings=[self.processor.stop_string], tokenizer=tokenizer,
+        )  # (B, T_new)
+        return [self.processor.decode(row) for row in new_tokens]
+
+    def ask(self, video: str | Path | None, question: str, history: Sequence[Turn] = ()) -> str:
+        """One question about one video file (or none), after an optional chat history."""
+        visuals = None if video is None else self.load_video(video)
+        return self.answer([visuals], [question], [history])[0]
+
+
+class ChatLLM:
+    """A plain chat model: messages -> greedy reply through the tokenizer's chat template."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_id: str) -> None:
+        if not tokenizer.chat_template:
+            raise ValueError(f"tokenizer of {model_id!r} has no chat_template")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+
+    @classmethod
+    def load(cls, source: str | Path | None = None) -> ChatLLM:
+        """A local model directory, or the embedded SmolLM2 (None / 'smollm2')."""
+        from videopanda.model.llm import load_llm, load_tokenizer
+
+        model_id = "smollm2" if source is None or str(source) == "smollm2" else Path(source).name
+        return cls(load_llm(source), load_tokenizer(source), model_id)
+
+    @torch.no_grad()
+    def reply(self, messages: Sequence[dict[str, str]], max_new_tokens: int = 256) -> str:
+        """``[{"role", "content"}, ...]`` -> the assistant's greedy reply."""
+        encoded = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        input_ids = encoded["input_ids"].to(self.model.device)  # (1, L)
+        output = self.model.generate(
+            input_ids, attention_mask=encoded["attention_mask"].to(self.model.device),
+            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
+        )  # (1, L + T_new)
+        return self.tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()

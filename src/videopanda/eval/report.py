@@ -1,0 +1,101 @@
+"""``eval report``: a Markdown + CSV table over benchmarks x models and a bar chart, from results.json files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    benchmark: str
+    model: str
+    judge: str  # backend:model@prompt_hash
+    accuracy: float | None  # yes / (yes + no), in %
+    accuracy_all: float | None  # yes / all, failures as no, in %
+    score: float | None
+    judged: int
+    failures: int
+
+
+def load_result(path: str | Path) -> ResultRow:
+    """One ``results.json`` written by ``eval judge``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        judge = data["judge"]
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"{path}: not a results.json of `videopanda eval judge` ({err})") from err
+    return ResultRow(
+        benchmark=data.get("benchmark") or path.parent.name,
+        model=data.get("model") or path.parent.parent.name,
+        judge=f"{judge['backend']}:{judge['model']}@{judge['prompt_hash'][:8]}",
+        accuracy=_percent(data.get("accuracy")), accuracy_all=_percent(data.get("accuracy_all")),
+        score=data.get("mean_score"), judged=data["judged"], failures=data["failures"],
+    )
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(rows: Sequence[ResultRow]) -> str:
+    """Benchmarks as rows, models as columns: ``accuracy / score``; judges listed below."""
+    benchmarks = sorted({r.benchmark for r in rows})
+    models = sorted({r.model for r in rows})
+    cell = {(r.benchmark, r.model): f"{_fmt(r.accuracy, 1)} / {_fmt(r.score, 2)}" for r in rows}
+    lines = ["| benchmark | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+    lines += [f"| {b} | " + " | ".join(cell.get((b, m), "") for m in models) + " |" for b in benchmarks]
+    judges = sorted({r.judge for r in rows})
+    lines += ["", "Cells: accuracy % (yes / (yes + no)) / mean score (0-5).", "Judges: " + ", ".join(judges)]
+    failed = [r for r in rows if r.failures]
+    lines += [f"- {r.model} on {r.benchmark}: {r.failures} items not judged" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(rows: Sequence[ResultRow], path: str | Path) -> None:
+    """Grouped bars: accuracy per benchmark, one bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benchmarks = sorted({r.benchmark for r in rows})
+    models = sorted({r.model for r in rows})
+    value = {(r.benchmark, r.model): r.accuracy or 0.0 for r in rows}
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(benchmarks)), 3.2))
+    for k, model in enumerate(models):
+        xs = [i + k * width for i in range(len(benchmarks))]
+        ax.bar(xs, [value.get((b, model), 0.0) for b in benchmarks], width, label=model)
+    ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(benchmarks))], benchmarks)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(results: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    """``report.md``, ``report.csv`` and ``report.png`` in ``out_dir``; returns their paths."""
+    rows = [load_result(p) for p in results]
+    if not rows:
+        raise ValueError("no results.json files given")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png"}
+    paths["md"].write_text(markdown_table(rows))
+    with paths["csv"].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    bar_chart(rows, paths["png"])
+    return paths
