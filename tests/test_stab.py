@@ -133,7 +133,7 @@ def test_crop_rule_padding_frame_keeps_top_left_16_patches():
 
 def test_bad_inputs_raise_clear_errors(small_stab):
     frames = torch.zeros(8, 4, 112, 112)
-    with pytest.raises(ValueError, match="must sum to the number of frames 8"):
+    with pytest.raises(ValueError, match="must be positive and sum to the number of frames 8"):
         small_stab(frames, torch.tensor([4, 3]))
     with pytest.raises(ValueError, match=r"\(F, 4, S, S\)"):
         small_stab(frames[:, :3], torch.tensor([4, 4]))

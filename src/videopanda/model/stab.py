@@ -8,10 +8,13 @@ Shape legend
     Hp, Wp   patch grid of the square canvas (S / patch_size)
     gh, gw   LSD grid of the canvas (Hp / s, Wp / s)
     h, w     a frame's LSD grid after cropping to its valid patches
+    N        LSD cells of all frames' crops, sum_f h_f * w_f
 
-Every frame is a square ``(4, S, S)`` canvas (RGB + validity mask), so the
-whole batch runs as one tensor; per-frame differences (crop boxes, token
-counts) are carried as index tensors, never as Python loops over frames.
+Every frame is a square ``(4, S, S)`` canvas (RGB + validity mask), so patch
+embedding, LSTE and GSTRA run as whole tensors (grouped by chunk length). The
+per-frame crops are ragged: their s x s windows are gathered into one packed
+``(N, s*s, d)`` tensor by index, FSRA attends per frame with a segment softmax,
+and the output is assembled by one gather. No Python loop over frames or chunks.
 Frame f's output block is ``[context, row_0 (w tokens), split, row_1, split, ...]``.
 """
 
@@ -142,12 +145,11 @@ class GlobalSpatioTemporalAttention(nn.Module):
         return query + self.mlp(self.ln_2(query))
 
 
-class WindowAttention(nn.Module):
-    """LN+Linear query, LN+Linear key/value, softmax over a key set, residual on the query.
+class _QueryKeyValueAttention(nn.Module):
+    """LN+Linear query, LN+Linear key/value (no bias), 8 heads, residual on the query.
 
-    The form shared by LSD (query = window average, keys = the window) and
-    FSRA (query = a learned class embedding, keys = a frame's LSD tokens).
-    Scale is ``d ** -0.5`` (the full width), as in the release.
+    The attention form shared by LSD and FSRA. Scale is ``d ** -0.5`` (the full
+    width, not the head width), as in the release.
     """
 
     def __init__(self, dim: int, num_heads: int) -> None:
@@ -158,18 +160,38 @@ class WindowAttention(nn.Module):
         self.kv = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim, bias=False))
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, query: Tensor, keys: Tensor, key_mask: Tensor | None = None) -> Tensor:
-        """query (..., d), keys (..., K, d), key_mask (..., K) bool -> (..., d)."""
-        *batch, num_keys, dim = keys.shape
-        heads, head_dim = self.num_heads, dim // self.num_heads
-        q = self.q(query).reshape(*batch, 1, heads, head_dim).transpose(-2, -3)  # (..., H, 1, hd)
-        k, v = self.kv(keys).reshape(*batch, num_keys, 2, heads, head_dim).unbind(-3)  # (..., K, H, hd)
-        k, v = k.transpose(-2, -3), v.transpose(-2, -3)  # (..., H, K, hd)
-        scores = (q @ k.transpose(-1, -2)) * self.scale  # (..., H, 1, K)
-        if key_mask is not None:
-            scores = scores.masked_fill(~key_mask[..., None, None, :], float("-inf"))
-        out = (scores.softmax(-1) @ v).transpose(-2, -3).reshape(*batch, dim)  # (..., d)
+    def _heads(self, x: Tensor) -> Tensor:  # (..., d) -> (..., H, d/H)
+        return x.unflatten(-1, (self.num_heads, -1))
+
+
+class WindowAttention(_QueryKeyValueAttention):
+    """LSD: each window's average attends over the window's tokens."""
+
+    def forward(self, query: Tensor, keys: Tensor) -> Tensor:
+        """query (N, d), keys (N, K, d) -> (N, d)."""
+        q = self._heads(self.q(query))[:, :, None]  # (N, H, 1, hd)
+        k, v = map(self._heads, self.kv(keys).chunk(2, dim=-1))  # (N, K, H, hd) each
+        scores = q @ k.permute(0, 2, 3, 1) * self.scale  # (N, H, 1, K)
+        out = (scores.softmax(-1) @ v.transpose(1, 2)).flatten(1)  # (N, H*1*hd) = (N, d)
         return query + self.proj(out)
+
+
+class SegmentAttention(_QueryKeyValueAttention):
+    """FSRA: query g attends over the keys whose segment id is g (a frame's ragged set of LSD tokens)."""
+
+    def forward(self, query: Tensor, keys: Tensor, segment: Tensor) -> Tensor:
+        """query (G, d), keys (N, d), segment (N,) long in [0, G) -> (G, d)."""
+        num_queries = query.shape[0]
+        q = self._heads(self.q(query))  # (G, H, hd)
+        k, v = map(self._heads, self.kv(keys).chunk(2, dim=-1))  # (N, H, hd) each
+        scores = (k * q[segment]).sum(-1) * self.scale  # (N, H)
+        index = segment[:, None].expand_as(scores)
+        peak = scores.new_full((num_queries, self.num_heads), float("-inf"))
+        peak = peak.scatter_reduce(0, index, scores.detach(), "amax")  # (G, H): softmax shift, no gradient needed
+        weights = (scores - peak[segment]).exp()  # (N, H)
+        total = weights.new_zeros(num_queries, self.num_heads).index_add(0, segment, weights)  # (G, H)
+        out = v.new_zeros(num_queries, *v.shape[1:]).index_add(0, segment, weights[..., None] * v)  # (G, H, hd)
+        return query + self.proj((out / total[..., None]).flatten(1))
 
 
 class STAB(nn.Module):
@@ -193,7 +215,7 @@ class STAB(nn.Module):
         self.temporal_cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.gstra = GlobalSpatioTemporalAttention(dim, config.stab_num_heads, config.stab_dropout)
         self.lsd = WindowAttention(dim, config.stab_num_heads)
-        self.fsra = WindowAttention(dim, config.stab_num_heads)
+        self.fsra = SegmentAttention(dim, config.stab_num_heads)
         scale = dim**-0.5
         self.class_embedding = nn.Parameter(scale * torch.randn(dim))
         self.split_embedding = nn.Parameter(scale * torch.randn(dim))
@@ -202,21 +224,24 @@ class STAB(nn.Module):
 
     def forward(self, pixel_values: Tensor, chunk_lengths: Tensor) -> STABOutput:
         """pixel_values (F, 4, S, S), chunk_lengths (C,) with sum F -> STABOutput."""
+        chunk_lengths = chunk_lengths.to(pixel_values.device)
         self._check_inputs(pixel_values, chunk_lengths)
         patches = self.patch_embedding(pixel_values[:, :3])  # (F, d, Hp, Wp)
         patch_mask = F.avg_pool2d(pixel_values[:, 3:4], self.patch_size)[:, 0]  # (F, Hp, Wp)
         tokens, video_context = self._temporal(patches, chunk_lengths)  # (F, d, Hp, Wp), (F, d)
         tokens = (tokens + patches).permute(0, 2, 3, 1)  # dense connection; (F, Hp, Wp, d)
         top_left, size = crop_boxes(patch_mask, self.max_crop_patches)
-        grid = self._local_downsample(self._shift_to_crop(tokens, top_left))  # (F, gh, gw, d)
         grid_hw = size // self.lsd_stride  # (F, 2)
         if not grid_hw.all():
             empty = (grid_hw == 0).any(1).nonzero().flatten().tolist()
             raise ValueError(f"frames {empty} have a valid region smaller than one {self.lsd_stride}x{self.lsd_stride} LSD window")
-        valid = self._valid_cells(grid_hw, grid.shape[1], grid.shape[2])  # (F, gh, gw)
-        frame_context = self.fsra(self.class_embedding.expand(grid.shape[0], -1), grid.flatten(1, 2), valid.flatten(1))
+        cells = self._lsd_cells(grid_hw, patch_mask.shape[1] // self.lsd_stride, patch_mask.shape[2] // self.lsd_stride)
+        windows = self._crop_windows(tokens, top_left, cells)  # (N, s*s, d): every frame's cropped windows
+        grid_tokens = self.lsd(windows.mean(1), windows)  # (N, d), frame-major, row-major
+        frame = cells[:, 0]  # (N,) frame of each LSD token
+        frame_context = self.fsra(self.class_embedding.expand(len(grid_hw), -1), grid_tokens, frame)  # (F, d)
         context = self._fuse(frame_context, video_context, chunk_lengths)  # (F, d)
-        return STABOutput(tokens=self._assemble(context, grid, grid_hw), grid_hw=grid_hw)
+        return STABOutput(tokens=self._assemble(context, grid_tokens, cells, grid_hw), grid_hw=grid_hw)
 
     def _check_inputs(self, pixel_values: Tensor, chunk_lengths: Tensor) -> None:
         if pixel_values.dim() != 4 or pixel_values.shape[1] != 4:
@@ -228,9 +253,9 @@ class STAB(nn.Module):
                 f"frame size {tuple(pixel_values.shape[-2:])} must be a multiple of patch_size*lsd_stride"
                 f" = {self.patch_size * self.lsd_stride}"
             )
-        if chunk_lengths.dim() != 1 or int(chunk_lengths.sum()) != pixel_values.shape[0]:
+        if chunk_lengths.dim() != 1 or int(chunk_lengths.sum()) != pixel_values.shape[0] or (chunk_lengths < 1).any():
             raise ValueError(
-                f"chunk_lengths {chunk_lengths.tolist()} must sum to the number of frames {pixel_values.shape[0]}"
+                f"chunk_lengths {chunk_lengths.tolist()} must be positive and sum to the number of frames {pixel_values.shape[0]}"
             )
 
     def _temporal(self, patches: Tensor, chunk_lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -255,27 +280,21 @@ class STAB(nn.Module):
             video_context = video_context.index_copy(0, frames, chunk_context.repeat_interleave(length, 0))
         return lste, video_context
 
-    def _shift_to_crop(self, tokens: Tensor, top_left: Tensor) -> Tensor:
-        """Move each frame's crop box to the top-left corner: (F, Hp, Wp, d) -> same."""
-        num_frames, grid_h, grid_w, _ = tokens.shape
-        rows = (top_left[:, :1] + torch.arange(grid_h, device=tokens.device)).clamp(max=grid_h - 1)  # (F, Hp)
-        cols = (top_left[:, 1:] + torch.arange(grid_w, device=tokens.device)).clamp(max=grid_w - 1)  # (F, Wp)
-        frame = torch.arange(num_frames, device=tokens.device)[:, None, None]
-        return tokens[frame, rows[:, :, None], cols[:, None, :]]
-
-    def _local_downsample(self, tokens: Tensor) -> Tensor:
-        """LSD over every s x s window: (F, Hp, Wp, d) -> (F, gh, gw, d)."""
-        s = self.lsd_stride
-        num_frames, grid_h, grid_w, dim = tokens.shape
-        windows = tokens.reshape(num_frames, grid_h // s, s, grid_w // s, s, dim).transpose(2, 3)
-        windows = windows.reshape(num_frames, grid_h // s, grid_w // s, s * s, dim)  # (F, gh, gw, s*s, d)
-        return self.lsd(windows.mean(-2), windows)
-
     @staticmethod
-    def _valid_cells(grid_hw: Tensor, grid_h: int, grid_w: int) -> Tensor:
+    def _lsd_cells(grid_hw: Tensor, grid_h: int, grid_w: int) -> Tensor:
+        """(N, 3) long ``(frame, row, col)`` of every LSD cell inside each frame's crop, frame-major, row-major."""
         rows = torch.arange(grid_h, device=grid_hw.device)[None, :, None] < grid_hw[:, 0, None, None]
         cols = torch.arange(grid_w, device=grid_hw.device)[None, None, :] < grid_hw[:, 1, None, None]
-        return rows & cols  # (F, gh, gw)
+        return (rows & cols).nonzero()  # (F, gh, gw) mask -> (N, 3)
+
+    def _crop_windows(self, tokens: Tensor, top_left: Tensor, cells: Tensor) -> Tensor:
+        """Gather the s x s patch window of every LSD cell: (F, Hp, Wp, d) -> (N, s*s, d)."""
+        s = self.lsd_stride
+        frame, row, col = cells.unbind(1)
+        offset = torch.arange(s, device=tokens.device)
+        rows = (top_left[frame, 0] + s * row)[:, None, None] + offset[None, :, None]  # (N, s, 1)
+        cols = (top_left[frame, 1] + s * col)[:, None, None] + offset[None, None, :]  # (N, 1, s)
+        return tokens[frame[:, None, None], rows, cols].flatten(1, 2)  # (N, s, s, d) -> (N, s*s, d)
 
     def _fuse(self, frame_context: Tensor, video_context: Tensor, chunk_lengths: Tensor) -> Tensor:
         """Mix chunk and frame contexts for video frames; images keep their frame context."""
@@ -284,15 +303,16 @@ class STAB(nn.Module):
         in_video = torch.repeat_interleave(chunk_lengths > 1, chunk_lengths)  # (F,)
         return torch.where(in_video[:, None], fused, frame_context)
 
-    def _assemble(self, context: Tensor, grid: Tensor, grid_hw: Tensor) -> Tensor:
-        """[context, rows with a split token after each] per frame -> (sum_f N_f, d)."""
-        num_frames, grid_h, grid_w, dim = grid.shape
-        padded = F.pad(grid, (0, 0, 0, 1))  # (F, gh, gw+1, d): room for the split token
-        col = torch.arange(grid_w + 1, device=grid.device)
-        is_split = col[None, None, :, None] == grid_hw[:, 1, None, None, None]  # (F, 1, gw+1, 1)
-        rows = torch.where(is_split, self.split_embedding, padded)
-        keep_rows = torch.arange(grid_h, device=grid.device)[None, :, None] < grid_hw[:, 0, None, None]
-        keep = keep_rows & (col[None, None, :] <= grid_hw[:, 1, None, None])  # (F, gh, gw+1)
-        sequence = torch.cat([context[:, None], rows.flatten(1, 2)], 1)  # (F, 1+gh*(gw+1), d)
-        keep = torch.cat([keep.new_ones(num_frames, 1), keep.flatten(1)], 1)
-        return sequence[keep]
+    def _assemble(self, context: Tensor, grid_tokens: Tensor, cells: Tensor, grid_hw: Tensor) -> Tensor:
+        """[context, rows with a split token after each] per frame -> (sum_f N_f, d).
+
+        One gather from ``[grid_tokens; context; split]`` with an index built from the cells.
+        """
+        num_tokens, num_frames = grid_tokens.shape[0], context.shape[0]
+        counts = tokens_per_frame(grid_hw)  # (F,)
+        start = torch.cumsum(counts, 0) - counts  # (F,) each frame's first output position
+        frame, row, col = cells.unbind(1)
+        source = torch.full((int(counts.sum()),), num_tokens + num_frames, device=context.device)  # split by default
+        source[start] = num_tokens + torch.arange(num_frames, device=context.device)
+        source[start[frame] + 1 + row * (grid_hw[frame, 1] + 1) + col] = torch.arange(num_tokens, device=context.device)
+        return torch.cat([grid_tokens, context, self.split_embedding[None]])[source]
