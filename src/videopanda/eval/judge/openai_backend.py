@@ -2,12 +2,14 @@
 
 Retries on rate limits (429), server errors (5xx), timeouts and dropped
 connections, with capped exponential backoff; other client errors fail at
-once. The client's own retries are off, so every attempt is counted here.
+once; a 200 whose body is no chat completion is a malformed reply.
+The client's own retries are off, so every attempt is counted here.
 The API key is passed in: the CLI reads flags/environment, never this module.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import openai
 
 from videopanda.eval.judge.base import JudgeCallError
+from videopanda.eval.judge.scoring import MalformedReplyError
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,9 @@ class OpenAIBackend:
                     temperature=0.0, max_tokens=cfg.max_tokens, seed=cfg.seed,
                 )
                 return response.choices[0].message.content or ""
+            except (json.JSONDecodeError, openai.APIResponseValidationError, AttributeError, IndexError, TypeError) as err:
+                # A 200 whose body is not a chat completion: a malformed reply, retried by the judge.
+                raise MalformedReplyError(f"response is not a chat completion: {type(err).__name__}: {err}") from err
             except openai.OpenAIError as err:
                 if not _retryable(err) or attempt == cfg.max_attempts:
                     raise JudgeCallError(f"{cfg.base_url or 'OpenAI'} {cfg.model}: {type(err).__name__}: {err}") from err
