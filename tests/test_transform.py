@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from videopanda.data.transform import CLIP_MEAN, CLIP_STD, preprocess_frames, preprocess_image, teacher_geometry
 
@@ -95,3 +96,14 @@ def test_bad_inputs_are_rejected():
     with pytest.raises(ValueError, match="3 frames for a 2-frame input"):
         preprocess_frames(np.zeros((3, 32, 32, 3), np.uint8), num_frames=2)
     assert preprocess_frames(frames, with_teacher=False).teacher_pixel_values is None
+
+
+def test_resize_matches_pil_bicubic_as_the_release_resizes():
+    rng = np.random.default_rng(1)
+    frame = np.kron(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))  # 480x640
+    out = preprocess_frames(frame[None], num_frames=1)
+    # student geometry: 640 -> 448, 480 -> ceil(224*480/640/14)*14*2 = 336, top = (16-12)//2*14*2 = 56
+    real = out.pixel_values[0, :3, 56:392] * torch.tensor(CLIP_STD).view(3, 1, 1) + torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    pil = np.array(Image.fromarray(frame).resize((448, 336), Image.BICUBIC))
+    diff = (real * 255 - torch.from_numpy(pil).permute(2, 0, 1).float()).abs()
+    assert diff.max() < 2.01 and diff.mean() < 0.1  # within two uint8 levels of PIL, almost always equal

@@ -94,7 +94,7 @@ def read_image(path: str | Path) -> np.ndarray:
     _check_file(path)
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))[None]
+            return np.array(image.convert("RGB"))[None]  # (1, H, W, 3)
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise VideoDecodeError(f"{path}: unreadable image ({err})") from err
 

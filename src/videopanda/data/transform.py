@@ -9,7 +9,7 @@ Resizing is bicubic with antialiasing, on all frames at once: the release
 resizes with PIL's bicubic filter, which torch's antialiased bicubic
 reproduces (PIL filters over the whole source footprint when downscaling;
 plain bicubic interpolation would alias on large reductions such as
-1920 -> 448). The result is rounded to uint8 levels as PIL's would be.
+1920 -> 448). It runs on uint8, as PIL does, and is normalised afterwards.
 
 Shapes: T frames, H x W source size, S = image_size, St = teacher_image_size.
 """
@@ -26,6 +26,8 @@ from torch import Tensor
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Padding pixels take the CLIP mean colour, int(255 * mean) per channel: they normalise to about 0.
+_PAD_COLOUR = torch.tensor([int(255 * m) for m in CLIP_MEAN], dtype=torch.uint8)
 
 
 @dataclass(frozen=True)
@@ -64,19 +66,21 @@ def scaled(geometry: CanvasGeometry, factor: int) -> CanvasGeometry:
 
 
 def to_canvas(frames: Tensor, geometry: CanvasGeometry) -> Tensor:
-    """frames (T, 3, H, W) float in [0, 255] -> (T, 4, S, S): normalised RGB + mask."""
+    """frames (T, 3, H, W) uint8 -> (T, 4, S, S) float32: normalised RGB + validity mask."""
+    # uint8 in, uint8 out: torch's integer path rounds each pass like PIL (within one level)
+    # and, on channels-last frames, runs about 15x faster than the float path.
     resized = F.interpolate(frames, size=(geometry.height, geometry.width), mode="bicubic", antialias=True)
-    resized = resized.clamp(0, 255).round() / 255  # the release resizes uint8 images
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    fill = torch.floor(255 * mean) / 255  # padding takes the CLIP mean colour, int(255*mean)
-    canvas = fill.expand(frames.shape[0], 3, geometry.size, geometry.size).clone()
-    mask = torch.zeros(frames.shape[0], 1, geometry.size, geometry.size)
     rows = slice(geometry.top, geometry.top + geometry.height)
     cols = slice(geometry.left, geometry.left + geometry.width)
-    canvas[:, :, rows, cols] = resized
-    mask[:, :, rows, cols] = 1
-    return torch.cat([(canvas - mean) / std, mask], 1)
+    canvas = torch.empty(frames.shape[0], 4, geometry.size, geometry.size)  # (T, 4, S, S)
+    rgb, mask = canvas[:, :3], canvas[:, 3]
+    rgb.copy_(_PAD_COLOUR.view(1, 3, 1, 1).expand_as(rgb))
+    rgb[:, :, rows, cols] = resized
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    rgb.mul_(1 / (255 * std)).sub_(torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) / std)  # (x / 255 - mean) / std
+    mask.zero_()
+    mask[:, rows, cols] = 1
+    return canvas
 
 
 def preprocess_frames(
@@ -103,7 +107,8 @@ def preprocess_frames(
         raise ValueError(f"image_size {image_size} must be a multiple of teacher_image_size {teacher_image_size}")
     if num_frames is not None and len(frames) > num_frames:
         raise ValueError(f"got {len(frames)} frames for a {num_frames}-frame input")
-    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    frames = np.require(frames, requirements=("C", "W"))  # torch needs a writable array
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8, channels-last
     geometry = teacher_geometry(video.shape[2], video.shape[3], teacher_image_size, patch_size)
     student = to_canvas(video, scaled(geometry, image_size // teacher_image_size))
     teacher = to_canvas(video, geometry) if with_teacher else None
