@@ -75,7 +75,8 @@ class CheckReport:
     def summary(self) -> str:
         lines = [
             f"{self.data_root}: found {', '.join(self.found) or 'nothing'}",
-            f"{self.annotation_files} annotation files, {self.samples} samples, {self.media_checked} media files decoded",
+            f"{self.annotation_files} annotation files, {self.samples} samples, "
+            f"{self.media_checked} media files decoded",
         ]
         if self.missing:
             lines.append(f"not present (skipped): {', '.join(self.missing)}")

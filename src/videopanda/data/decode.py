@@ -31,6 +31,7 @@ SEEK_GAP_FRAMES = 48
 # Containers may over-report their frame count by a frame or two; more than
 # this many missing frames at the end (or 2% of the video) means truncation.
 MISSING_TAIL_FRAMES = 2
+MISSING_TAIL_SHARE = 0.02
 
 _DECODE_ERRORS = (av.FFmpegError, OSError, ValueError)
 
@@ -145,7 +146,7 @@ def _count_packets(path: Path, fps: float, duration_us: int | None) -> int:
     if count == 0:
         raise VideoDecodeError(f"{path}: no frames")
     expected = round(duration_us / 1e6 * fps) if duration_us and fps > 0 else 0
-    if count < expected - max(MISSING_TAIL_FRAMES, expected // 50):
+    if expected - count > _tail_tolerance(expected):
         raise VideoDecodeError(f"{path}: truncated ({count} frames of the {expected} its header announces)")
     return count
 
@@ -201,7 +202,7 @@ def _decode_seeking(container: av.container.InputContainer, wanted: list[int], f
 def _assemble(decoded: _Decoded, wanted: list[int], frame_count: int, path: Path) -> np.ndarray:
     """Stack the wanted frames; a slightly over-reported frame count repeats the last frame."""
     missing = frame_count - 1 - decoded.last_index
-    if not decoded.frames or (len(decoded.frames) < len(wanted) and missing > max(MISSING_TAIL_FRAMES, frame_count // 50)):
+    if not decoded.frames or (len(decoded.frames) < len(wanted) and missing > _tail_tolerance(frame_count)):
         raise VideoDecodeError(
             f"{path}: truncated or corrupt (stream ends after {decoded.last_index + 1} of {frame_count} frames)"
         )
@@ -211,3 +212,8 @@ def _assemble(decoded: _Decoded, wanted: list[int], frame_count: int, path: Path
         if last is not None:
             result.append(last)
     return np.stack(result)  # (T, H, W, 3)
+
+
+def _tail_tolerance(frame_count: int) -> int:
+    """Frames a stream may lack at its end before it counts as truncated."""
+    return max(MISSING_TAIL_FRAMES, int(frame_count * MISSING_TAIL_SHARE))

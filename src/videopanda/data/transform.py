@@ -17,7 +17,7 @@ Shapes: T frames, H x W source size, S = image_size, St = teacher_image_size.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 import torch
@@ -62,7 +62,8 @@ def teacher_geometry(height: int, width: int, teacher_size: int = 224, patch_siz
 
 
 def scaled(geometry: CanvasGeometry, factor: int) -> CanvasGeometry:
-    return CanvasGeometry(*(factor * v for v in (geometry.size, geometry.height, geometry.width, geometry.top, geometry.left)))
+    """The same layout ``factor`` times larger (teacher -> student scale)."""
+    return CanvasGeometry(*(factor * v for v in astuple(geometry)))
 
 
 def to_canvas(frames: Tensor, geometry: CanvasGeometry) -> Tensor:
