@@ -188,3 +188,12 @@ def test_chance_file_matches_the_answer_sets_of_the_data(dataset):
         if answer["type"] != "order":
             assert answer["answer"] in ANSWER_SETS[answer["type"]]
             assert NUM_OPTIONS[answer["type"]] == len(ANSWER_SETS[answer["type"]])
+
+
+def test_cli_writes_the_dataset_and_prints_chance(tmp_path, capsys):
+    from videopanda.cli import main
+
+    assert main(["data", "synth", str(tmp_path / "out"), "--seed", "7", "--num-train", "6", "--num-test", "9"]) == 0
+    printed = capsys.readouterr().out
+    assert "21 videos" in printed and "chance: colour 0.167" in printed
+    assert (tmp_path / "out" / QA_DIR / "test_a.json").is_file()
