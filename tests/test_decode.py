@@ -45,9 +45,9 @@ def test_every_container_gives_the_sampled_frames(tmp_path, ext):
 @pytest.mark.parametrize("ext", ["mp4", "mkv", "webm", "avi"])
 def test_seeking_in_a_long_video_equals_decoding_everything(tmp_path, ext, caplog):
     caplog.set_level(logging.DEBUG, logger="videopanda.data.decode")
-    path = write_video(tmp_path / f"long.{ext}", indexed_frames(600), fps=10)  # 60 s: gaps of 80 frames
-    expected = sample_frame_indices(600, 10.0)  # 1 fps -> 60 positions -> 8 of them: 0, 80, 160, ...
-    assert expected == [0, 80, 160, 250, 330, 420, 500, 590]
+    path = write_video(tmp_path / f"long.{ext}", indexed_frames(480, 32, 48), fps=10)  # 48 s, small frames
+    expected = sample_frame_indices(480, 10.0)  # 1 fps -> 48 positions; linspace(0, 47, 8) -> 0 6 13 20 26 33 40 47
+    assert expected == [0, 60, 130, 200, 260, 330, 400, 470]  # gaps > SEEK_GAP_FRAMES: every frame is a seek
     seeking = read_video_frames(path)
     assert [frame_level(f) for f in seeking] == expected
     assert "decoding sequentially" not in caplog.text  # every seek landed before its target
