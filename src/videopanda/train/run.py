@@ -16,13 +16,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import PreTrainedTokenizerBase, TrainingArguments
+import torch
+from transformers import PreTrainedTokenizerBase, TrainingArguments, set_seed
 
 from videopanda.config import save_config
 from videopanda.data.collator import VideoPandaCollator
 from videopanda.data.dataset import VideoLLaVADataset, load_annotations
 from videopanda.data.processing_videopanda import VideoPandaProcessor
-from videopanda.model.configuration_videopanda import IMAGE_TOKEN
 from videopanda.model.llm import load_llm, load_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.train.config import ModelInit, TrainConfig, load_train_config
@@ -60,10 +60,7 @@ def load_model(init: ModelInit) -> tuple[VideoPandaForCausalLM, PreTrainedTokeni
         return model, load_tokenizer(init.init)
     tokenizer = load_tokenizer(init.init)
     llm = load_llm(init.init)
-    if llm.get_input_embeddings().num_embeddings < len(tokenizer):
-        llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    model = VideoPandaForCausalLM.from_llm(llm, image_token_id, use_distillation=init.use_distillation, **init.config)
+    model = VideoPandaForCausalLM.from_llm(llm, tokenizer, use_distillation=init.use_distillation, **init.config)
     return model, tokenizer
 
 
@@ -102,6 +99,7 @@ def training_arguments(config: TrainConfig, rule: StageRule, rates: dict[str, fl
         fsdp=config.fsdp if config.distributed == "fsdp" else "",
         fsdp_config={"use_orig_params": True} if config.distributed == "fsdp" else None,
         deepspeed=config.deepspeed if config.distributed == "deepspeed" else None,
+        use_cpu=not torch.cuda.is_available(),  # also makes torchrun on CPU a gloo DDP run
         log_level="info",
         log_level_replica="warning",
         disable_tqdm=False,
@@ -134,6 +132,7 @@ def setup_stage(config: TrainConfig) -> StageSetup:
     args = training_arguments(config, rule, rates)  # sets up the process group under torchrun
     if args.process_index != 0:
         logging.getLogger("videopanda").setLevel(logging.WARNING)
+    set_seed(config.seed)  # a fresh STAB is initialised identically on every rank and rerun
     model, tokenizer = load_model(config.model)
     distilling = rule.distills and config.teacher.enabled and model.distill_head is not None
     if config.teacher.enabled and not distilling:

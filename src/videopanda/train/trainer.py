@@ -95,11 +95,15 @@ class VideoPandaTrainer(Trainer):
         return self.optimizer
 
     def _get_train_sampler(self, train_dataset=None) -> ModalityLengthGroupedSampler:
-        """The global order, one modality per step across ranks; Accelerate deals its batches to the ranks."""
+        """The global order: each optimizer step (all ranks, all accumulation steps) is one modality.
+
+        Accelerate deals the order's consecutive per-device batches to the ranks in turn.
+        """
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        args = self.args
         return ModalityLengthGroupedSampler(
-            dataset.modality_lengths(), batch_size=self.args.per_device_train_batch_size,
-            world_size=self.args.world_size, seed=self.args.seed,
+            dataset.modality_lengths(), batch_size=args.per_device_train_batch_size * args.gradient_accumulation_steps,
+            world_size=args.world_size, seed=args.seed,
         )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

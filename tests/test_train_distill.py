@@ -1,0 +1,61 @@
+"""Distillation in training: the loss falls with the live teacher and with the teacher cache,
+and both sources give the same loss on the same batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_train_support import stage_overrides, write_tiny_llm, write_tiny_teacher, write_video_dataset
+from videopanda.model.teacher import load_teacher
+from videopanda.train.config import load_train_config
+from videopanda.train.run import setup_stage
+from videopanda.train.teacher_cache import build_teacher_cache, collect_media
+
+STEPS = 30
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, smollm2_tokenizer) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("distill_world")
+    annotations = write_video_dataset(root / "data", num_videos=4)
+    teacher = write_tiny_teacher(root / "teacher")
+    cache = root / "cache"
+    build_teacher_cache(load_teacher(teacher), collect_media([annotations], annotations.parent), cache,
+                        num_frames=8, dtype=torch.float32)
+    return {"llm": write_tiny_llm(root / "llm", smollm2_tokenizer), "annotations": annotations,
+            "teacher": teacher, "cache": cache, "root": root}
+
+
+def prealign_setup(world, source: str, output: Path, **extra):
+    teacher = {"teacher.path": world["teacher"]} if source == "live" else {"teacher.cache": world["cache"]}
+    overrides = stage_overrides(world["llm"], world["annotations"], output, "prealign", **teacher, **extra, **{
+        "model.use_distillation": True, "optim.lr": 3e-3, "optim.group_lr.visual": 3e-3})
+    return setup_stage(load_train_config(None, overrides))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["live", "cache"])
+def test_distillation_loss_falls(world, source, tmp_path):
+    setup = prealign_setup(world, source, tmp_path / "out", max_steps=STEPS)
+    setup.trainer.train()
+    losses = [log["distill_loss"] for log in setup.trainer.state.log_history if "distill_loss" in log]
+    assert len(losses) == STEPS
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.7 * first, f"distillation loss went from {first:.3f} to {last:.3f}"
+
+
+def test_live_teacher_and_cache_give_the_same_loss_on_the_same_batch(world, tmp_path):
+    live = prealign_setup(world, "live", tmp_path / "live")
+    cached = prealign_setup(world, "cache", tmp_path / "cache")
+    model = live.model.eval()
+    losses = {}
+    for name, setup in (("live", live), ("cache", cached)):
+        batch = setup.trainer.data_collator([setup.dataset[i] for i in range(len(setup.dataset))])
+        with torch.no_grad():
+            _, outputs = setup.trainer.compute_loss(model, batch, return_outputs=True)
+        losses[name] = outputs.distill_loss
+    assert losses["live"] is not None and 0 < float(losses["live"]) < 2
+    torch.testing.assert_close(losses["cache"], losses["live"], rtol=1e-5, atol=1e-6)

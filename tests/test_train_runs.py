@@ -1,0 +1,111 @@
+"""Whole training runs in subprocesses: resume after SIGKILL, and two-process DDP (gloo) = one process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from test_train_support import stage_overrides, write_tiny_llm, write_video_dataset
+
+pytestmark = pytest.mark.slow
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, smollm2_tokenizer) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs_world")
+    return {"root": root, "llm": write_tiny_llm(root / "llm", smollm2_tokenizer),
+            "annotations": write_video_dataset(root / "data", num_videos=8)}
+
+
+def write_config(world, output: Path, **extra) -> Path:
+    """A prealign config file for a tiny CPU run (every override written out as YAML keys)."""
+    config: dict = {}
+    for override in stage_overrides(world["llm"], world["annotations"], output, "prealign", **extra):
+        key, _, value = override.partition("=")
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    path = output.with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "videopanda", "train", "--config", str(config)]
+
+
+def final_weights(output: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(output / "model.safetensors"))
+
+
+def assert_same_weights(a: dict, b: dict, **tolerance) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], msg=lambda m, n=name: f"{n}: {m}", **tolerance)
+
+
+def test_resume_after_sigkill_ends_like_an_uninterrupted_run(world):
+    root, settings = world["root"], {"max_steps": 6, "save_steps": 2, "optim.group_lr.visual": 1e-3}
+    straight = write_config(world, root / "straight", **settings)
+    subprocess.run(train_command(straight), check=True, capture_output=True)
+
+    killed = root / "killed"
+    config = write_config(world, killed, **settings)
+    process = subprocess.Popen(train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoint-2" / "trainer_state.json").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists() and not (killed / "checkpoint-6").exists()
+
+    resumed = subprocess.run(train_command(config), check=True, capture_output=True, text=True)
+    newest = max(int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*") if (p / "trainer_state.json").exists())
+    assert newest == 6 and "resuming from" in resumed.stderr
+    assert_same_weights(final_weights(killed), final_weights(root / "straight"), rtol=0, atol=0)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(world):
+    """Global batch 2: two ranks x 1 sample, or one process x 1 sample x 2 accumulation steps.
+
+    One sample per forward on both sides, so the STAB's BatchNorm sees the same batches.
+    """
+    root = world["root"]
+    common = {"max_steps": 2, "per_device_batch_size": 1, "optim.group_lr.visual": 1e-3,
+              "model.config.stab_dropout": 0.0}
+    single = write_config(world, root / "single", gradient_accumulation_steps=2, **common)
+    double = write_config(world, root / "double", gradient_accumulation_steps=1, **common)
+    subprocess.run(train_command(single), check=True, capture_output=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(free_port()), "-m", "videopanda", "train", "--config", str(double)]
+    run = subprocess.run(torchrun, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 2" in run.stderr
+    assert "Gradient Accumulation steps = 1" in run.stderr  # so the 2 comes from 2 ranks
+    # BatchNorm running statistics are buffers, not trained: DDP keeps rank 0's, like the release.
+    double_w, single_w = (
+        {k: v for k, v in final_weights(root / name).items() if not k.endswith(BN_BUFFERS)}
+        for name in ("double", "single")
+    )
+    assert_same_weights(double_w, single_w, rtol=1e-5, atol=1e-6)
