@@ -5,7 +5,7 @@ aspect ratios), batches of 1 and 4 videos; forward (no grad) and forward+backwar
 Prints milliseconds per video for both forms, their ratio, and the largest
 difference between their outputs (they compute the same function).
 
-    python benchmarks/stab_speed.py                       # CPU, float32, 2 repeats
+    python benchmarks/stab_speed.py                       # CPU, float32, 1 repeat
     python benchmarks/stab_speed.py --device cuda --dtype bf16 --repeats 20
 """
 
@@ -30,6 +30,7 @@ from videopanda.model.stab import STAB, crop_boxes
 # (height, width, real frames) of the benchmark videos, cycled: square, 16:9, 3:4 portrait, 21:9 with padding frames.
 VIDEO_SHAPES = ((480, 480, 8), (360, 640, 8), (640, 480, 8), (270, 630, 6))
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+Form = Callable[[STAB, Tensor, Tensor], Tensor]  # (stab, pixel_values, chunk_lengths) -> STAB tokens (N, d)
 
 
 @dataclass
@@ -40,6 +41,15 @@ class Timing:
     @property
     def ratio(self) -> float:
         return self.per_frame_ms / self.vectorised_ms
+
+
+def attend(attention: nn.Module, query: Tensor, keys: Tensor) -> Tensor:
+    """One query over one key set with an LSD/FSRA module's weights: query (d,), keys (K, d) -> (d,)."""
+    dim, heads = query.shape[0], attention.num_heads
+    q = attention.q(query).reshape(heads, 1, dim // heads)  # (H, 1, hd)
+    k, v = attention.kv(keys).reshape(-1, 2, heads, dim // heads).permute(1, 2, 0, 3)  # (H, K, hd) each
+    weights = (q @ k.transpose(1, 2) * dim**-0.5).softmax(-1)  # (H, 1, K)
+    return query + attention.proj((weights @ v).reshape(dim))
 
 
 def per_frame_stab(stab: STAB, pixel_values: Tensor, chunk_lengths: Tensor) -> Tensor:
@@ -64,9 +74,9 @@ def per_frame_stab(stab: STAB, pixel_values: Tensor, chunk_lengths: Tensor) -> T
             (top, left), (height, width) = top_left[start + t].tolist(), size[start + t].tolist()
             h, w = height // s, width // s
             crop = tokens[t, :, top : top + h * s, left : left + w * s].permute(1, 2, 0)  # (h*s, w*s, d)
-            windows = crop.reshape(h, s, w, s, dim).transpose(1, 2).reshape(h, w, s * s, dim)
-            grid = stab.lsd(windows.mean(-2), windows)  # (h, w, d)
-            context = stab.fsra(stab.class_embedding, grid.reshape(h * w, dim))  # (d,)
+            windows = crop.reshape(h, s, w, s, dim).transpose(1, 2).reshape(h * w, s * s, dim)
+            grid = stab.lsd(windows.mean(-2), windows).reshape(h, w, dim)
+            context = attend(stab.fsra, stab.class_embedding, grid.reshape(h * w, dim))  # (d,)
             if video_context is not None:
                 context = stab.fusion_head((1 - alpha) * video_context + alpha * context)
             rows = torch.cat([grid, stab.split_embedding.expand(h, 1, dim)], 1).reshape(-1, dim)
@@ -92,9 +102,10 @@ def make_batch(num_videos: int, config: VideoPandaConfig, seed: int = 0) -> tupl
     return torch.cat(videos), torch.full((chunks,), config.chunk_length, dtype=torch.long)
 
 
-def time_call(step: Callable[[], None], repeats: int, device: torch.device) -> float:
-    """Mean wall time of ``step`` in ms after one warm-up call."""
-    step()
+def time_call(step: Callable[[], None], repeats: int, warmup: int, device: torch.device) -> float:
+    """Mean wall time of ``step`` in ms over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     begin = time.perf_counter()
@@ -105,7 +116,8 @@ def time_call(step: Callable[[], None], repeats: int, device: torch.device) -> f
     return (time.perf_counter() - begin) * 1000 / repeats
 
 
-def measure(form, stab: STAB, projector: nn.Module, pixels: Tensor, chunks: Tensor, backward: bool, repeats: int) -> float:
+def measure(form: Form, stab: STAB, projector: nn.Module, pixels: Tensor, chunks: Tensor, backward: bool, repeats: int,
+            warmup: int) -> float:
     params = [*stab.parameters(), *projector.parameters()]
 
     def step() -> None:
@@ -117,14 +129,15 @@ def measure(form, stab: STAB, projector: nn.Module, pixels: Tensor, chunks: Tens
         for p in params:
             p.grad = None
 
-    return time_call(step, repeats, pixels.device)
+    return time_call(step, repeats, warmup, pixels.device)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bf16 on GPU, fp32 on CPU")
-    parser.add_argument("--repeats", type=int, default=2, help="timed calls per measurement (after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per measurement")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls first; default 2 on GPU, 0 on CPU")
     parser.add_argument("--videos", type=int, nargs="+", default=[1, 4], help="batch sizes in videos")
     parser.add_argument("--stab-hidden-size", type=int, default=1024)
     parser.add_argument("--llm-hidden-size", type=int, default=4096)
@@ -133,6 +146,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    warmup = args.warmup if args.warmup is not None else (2 if device.type == "cuda" else 0)
     torch.manual_seed(0)
     text = LlamaConfig(hidden_size=args.llm_hidden_size, num_hidden_layers=1, num_attention_heads=8, vocab_size=32)
     config = VideoPandaConfig(text_config=text, stab_hidden_size=args.stab_hidden_size, image_size=args.image_size,
@@ -144,7 +158,7 @@ def main() -> None:
             p.add_(0.02 * torch.randn_like(p))
 
     print(f"STAB + projector, d={config.stab_hidden_size} D={config.llm_hidden_size} {config.image_size}px "
-          f"{config.num_frames} frames/video, {device} {dtype}, {args.repeats} repeats, {torch.get_num_threads()} threads")
+          f"{config.num_frames} frames/video, {device} {dtype}, {args.repeats} repeats after {warmup} warm-up, {torch.get_num_threads()} threads")
     print(f"{'videos':>6} {'pass':>16} {'vectorised ms/video':>20} {'per-frame ms/video':>19} {'speed-up':>9}")
     for num_videos in args.videos:
         pixels, chunks = make_batch(num_videos, config)
@@ -154,8 +168,8 @@ def main() -> None:
             difference = (vectorised_stab(stab, pixels, chunks) - per_frame_stab(stab, pixels, chunks)).abs().max()
         for backward in (False, True):
             timing = Timing(
-                measure(vectorised_stab, stab, projector, pixels, chunks, backward, args.repeats) / num_videos,
-                measure(per_frame_stab, stab, projector, pixels, chunks, backward, args.repeats) / num_videos,
+                measure(vectorised_stab, stab, projector, pixels, chunks, backward, args.repeats, warmup) / num_videos,
+                measure(per_frame_stab, stab, projector, pixels, chunks, backward, args.repeats, warmup) / num_videos,
             )
             name = "forward+backward" if backward else "forward"
             print(f"{num_videos:>6} {name:>16} {timing.vectorised_ms:>20.1f} {timing.per_frame_ms:>19.1f} "

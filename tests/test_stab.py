@@ -150,3 +150,18 @@ def test_gradients_reach_every_used_parameter(small_stab):
     small_stab(video, torch.tensor([4, 4])).tokens.square().mean().backward()
     no_grad = [n for n, p in small_stab.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert all(n.startswith("lste.unused_lmhra.") for n in no_grad), no_grad
+
+
+def test_image_tokens_do_not_depend_on_where_the_valid_region_sits(small_stab):
+    """Images skip the temporal branch, so a crop must see the same patches wherever they sit, even off the LSD grid."""
+    g = torch.Generator().manual_seed(4)
+    content = torch.randn(3, 56, 84, generator=g)  # 4 x 6 patches
+    images = torch.zeros(4, 4, 112, 112)
+    for i, (top, left) in enumerate([(0, 0), (14, 14), (42, 14), (28, 28)]):  # in patches: (0,0) (1,1) (3,1) (2,2)
+        images[i, :3, top : top + 56, left : left + 84] = content
+        images[i, 3, top : top + 56, left : left + 84] = 1
+    out = small_stab(images, torch.tensor([1, 1, 1, 1]))
+    assert out.grid_hw.tolist() == [[2, 3]] * 4
+    first, *others = out.tokens.split(out.tokens_per_frame.tolist())
+    for other in others:
+        torch.testing.assert_close(other, first, atol=1e-5, rtol=1e-5)
