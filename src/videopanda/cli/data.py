@@ -10,7 +10,8 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``videopanda data`` and its subcommands to the top-level parser."""
-    parser = subparsers.add_parser("data", help="dataset tools (check, ...)", description=__doc__.splitlines()[0])
+    parser = subparsers.add_parser("data", help="dataset tools: check a data root, write a synthetic one",
+                                   description="Dataset tools: check a data root, write a synthetic one.")
     commands = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     _register_check(commands)
     _register_synth(commands)
