@@ -88,3 +88,93 @@ def small_videopanda_config(tokenizer, **overrides):
     params.update(overrides)
     text = tiny_llama_config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     return VideoPandaConfig(text_config=text, **params)
+
+
+class ScriptedOpenAIServer:
+    """A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions wire format from a script.
+
+    ``script(body, n)`` gets the n-th request's JSON body (n from 0) and returns
+    ``("ok", text)``, ``("status", code)``, ``("garbage", text)`` (a 200 that is not
+    JSON) or ``("hang", seconds)``; every request is recorded in ``requests``.
+    """
+
+    def __init__(self, script) -> None:
+        import json
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict] = []
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    n = len(outer.requests)
+                    outer.requests.append(body)
+                kind, value = script(body, n)
+                if kind == "hang":
+                    time.sleep(value)
+                    return
+                if kind == "status":
+                    payload, code = json.dumps({"error": {"message": f"scripted {value}"}}).encode(), value
+                elif kind == "garbage":
+                    payload, code = value.encode(), 200
+                else:
+                    payload, code = json.dumps({
+                        "id": f"x{n}", "object": "chat.completion", "created": 0, "model": body["model"],
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": value}}],
+                    }).encode(), 200
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def scripted_openai_server():
+    """Factory: ``server = scripted_openai_server(script)``; servers are closed after the test."""
+    servers = []
+
+    def _make(script) -> ScriptedOpenAIServer:
+        servers.append(ScriptedOpenAIServer(script))
+        return servers[-1]
+
+    yield _make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_videopanda_dir(tmp_path_factory, smollm2_tokenizer):
+    """A saved tiny random Video-Panda model directory (save_pretrained + tokenizer, as training writes it)."""
+    import torch
+
+    from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+
+    torch.manual_seed(0)
+    model = VideoPandaForCausalLM(small_videopanda_config(smollm2_tokenizer))
+    path = tmp_path_factory.mktemp("model") / "tiny-panda"
+    model.save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return path

@@ -71,8 +71,9 @@ def load_qa_pairs(questions_path: str | Path, answers_path: str | Path) -> list[
         if qid not in by_id:
             raise ValueError(f"{answers_path}: no answer for question_id {qid!r} of {questions_path}")
         a = by_id[qid]
-        pairs.append(QAQuestion(qid, str(_field(q, "video_name", questions_path)), str(_field(q, "question", questions_path)),
-                                str(_field(a, "answer", answers_path)), a.get("type")))
+        video_name, question = _field(q, "video_name", questions_path), _field(q, "question", questions_path)
+        pairs.append(QAQuestion(qid, str(video_name), str(question), str(_field(a, "answer", answers_path)),
+                                a.get("type")))
     if len({p.id for p in pairs}) != len(pairs):
         raise ValueError(f"{questions_path}: duplicate question_id values")
     return pairs

@@ -34,6 +34,14 @@ class OpenAIJudgeConfig:
     max_tokens: int = 64  # the reply is a short dict
     seed: int | None = 0  # sent where the endpoint supports it
 
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+
+
+# What a 200 response whose body is not a chat completion raises inside the client or on access.
+_NOT_A_COMPLETION = (json.JSONDecodeError, openai.APIResponseValidationError, AttributeError, IndexError, TypeError)
+
 
 def _retryable(err: Exception) -> bool:
     if isinstance(err, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError)):
@@ -63,12 +71,13 @@ class OpenAIBackend:
                     temperature=0.0, max_tokens=cfg.max_tokens, seed=cfg.seed,
                 )
                 return response.choices[0].message.content or ""
-            except (json.JSONDecodeError, openai.APIResponseValidationError, AttributeError, IndexError, TypeError) as err:
+            except _NOT_A_COMPLETION as err:
                 # A 200 whose body is not a chat completion: a malformed reply, retried by the judge.
                 raise MalformedReplyError(f"response is not a chat completion: {type(err).__name__}: {err}") from err
             except openai.OpenAIError as err:
                 if not _retryable(err) or attempt == cfg.max_attempts:
-                    raise JudgeCallError(f"{cfg.base_url or 'OpenAI'} {cfg.model}: {type(err).__name__}: {err}") from err
+                    where = f"{cfg.base_url or 'api.openai.com'} {cfg.model}"
+                    raise JudgeCallError(f"{where}: {type(err).__name__}: {err}") from err
                 wait = min(cfg.backoff_s * 2 ** (attempt - 1), cfg.max_backoff_s)
                 logger.warning("judge request failed (%s), retry %d in %.1fs", type(err).__name__, attempt, wait)
                 time.sleep(wait)
