@@ -156,3 +156,14 @@ def test_five_criteria_answer_and_judge(qa_set, tiny_model_dir, tmp_path, script
         assert results["mean_score"] == 3.0 and results["judge"]["prompt"] == criterion
     assert sorted(json.loads((tmp_path / "out" / "judge_correctness" / "combined.json").read_text())) == [
         "clip0_0", "clip0_1"]
+
+
+def test_benchmarks_by_name_follow_the_release_layout(tmp_path):
+    from videopanda.eval.benchmarks import get_benchmark
+
+    q, a, videos = get_benchmark("activitynet").paths(tmp_path)
+    root = tmp_path / "eval" / "GPT_Zero_Shot_QA" / "Activitynet_Zero_Shot_QA"
+    assert (q, a, videos) == (root / "test_q.json", root / "test_a.json", root / "videos")
+    assert get_benchmark("MSRVTT").paths(tmp_path)[0].parent.name == "MSRVTT_Zero_Shot_QA"
+    with pytest.raises(ValueError, match="known: MSVD"):
+        get_benchmark("kinetics")
