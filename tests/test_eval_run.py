@@ -167,3 +167,19 @@ def test_benchmarks_by_name_follow_the_release_layout(tmp_path):
     assert get_benchmark("MSRVTT").paths(tmp_path)[0].parent.name == "MSRVTT_Zero_Shot_QA"
     with pytest.raises(ValueError, match="known: MSVD"):
         get_benchmark("kinetics")
+
+
+def test_synthetic_benchmark_by_name_run_judge_report(tiny_model_dir, tmp_path):
+    from videopanda.data.synth import SynthConfig, synthesize
+
+    synthesize(tmp_path / "data", SynthConfig(num_train=1, num_test=2))
+    assert main(["eval", "run", str(tiny_model_dir), "--benchmark", "synth", "--data-root", str(tmp_path / "data"),
+                 "--max-new-tokens", "2", "--max-samples", "3"]) == 0
+    out = tmp_path / "data" / "eval" / "GPT_Zero_Shot_QA" / "Synth_Zero_Shot_QA" / "tiny-panda"
+    test_q = json.loads((out.parent / "test_q.json").read_text())
+    assert [r["id"] for r in read_jsonl(out / "merge.jsonl")] == [str(q["question_id"]) for q in test_q[:3]]
+    assert main(["eval", "judge", str(out / "merge.jsonl"), "--backend", "rule"]) == 0
+    results = json.loads((out / "judge_rule" / "results.json").read_text())
+    assert (results["benchmark"], results["model"], results["total"]) == ("Synth_Zero_Shot_QA", "tiny-panda", 3)
+    assert main(["eval", "report", str(out / "judge_rule"), "--out", str(tmp_path / "report")]) == 0
+    assert "| Synth_Zero_Shot_QA |" in (tmp_path / "report" / "report.md").read_text()
