@@ -34,6 +34,8 @@ def test_request_carries_prompt_model_and_greedy_settings(scripted_openai_server
     body = server.requests[0]
     assert body["model"] == "judge-x" and body["temperature"] == 0 and body["seed"] == 0
     assert body["messages"] == [{"role": "system", "content": "SYS"}, {"role": "user", "content": "USER"}]
+    backend(server, seed=None).complete("SYS", "USER")
+    assert "seed" not in server.requests[1]  # endpoints without seed support get none
 
 
 def test_rate_limit_then_success_is_retried(scripted_openai_server):

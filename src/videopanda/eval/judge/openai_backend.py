@@ -68,7 +68,7 @@ class OpenAIBackend:
                 response = self._client.chat.completions.create(
                     model=cfg.model,
                     messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                    temperature=0.0, max_tokens=cfg.max_tokens, seed=cfg.seed,
+                    temperature=0.0, max_tokens=cfg.max_tokens, seed=openai.NOT_GIVEN if cfg.seed is None else cfg.seed,
                 )
                 return response.choices[0].message.content or ""
             except _NOT_A_COMPLETION as err:
