@@ -78,3 +78,33 @@ def test_stage_output_is_a_loadable_model_and_the_next_init(world):
     llm = AutoModelForCausalLM.from_pretrained(world.llm)
     for name, tensor in llm.state_dict().items():
         torch.testing.assert_close(model.language_model.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_cli_chains_the_three_stages(world, tmp_path):
+    import yaml
+
+    from videopanda.cli import main
+
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    for stage in TRAINED:
+        init = world.llm if stage == "prealign" else world.prealigned  # replaced by the previous stage's output
+        config: dict = {}
+        for override in stage_overrides(init, world.annotations, tmp_path / stage, stage, **{
+                "teacher.path": world.teacher, "model.use_distillation": True}):
+            key, _, value = override.partition("=")
+            *parents, leaf = key.split(".")
+            node = config
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(value)
+        (config_dir / f"{stage}.yaml").write_text(yaml.safe_dump(config))
+
+    assert main(["train", "--stages", "prealign,pretrain,finetune", "--config-dir", str(config_dir)]) == 0
+    outputs = {stage: VideoPandaForCausalLM.from_pretrained(tmp_path / stage).state_dict() for stage in TRAINED}
+    for stage, previous in (("pretrain", "prealign"), ("finetune", "pretrain")):
+        saved = yaml.safe_load((tmp_path / stage / "train_config.yaml").read_text())
+        assert saved["model"]["init"] == str(tmp_path / previous)
+    head = [k for k in outputs["finetune"] if k.startswith("distill_head.")]
+    assert head and all(torch.equal(outputs["finetune"][k], outputs["pretrain"][k]) for k in head)
+    assert not torch.equal(outputs["finetune"]["projector.0.weight"], outputs["pretrain"]["projector.0.weight"])
