@@ -102,9 +102,15 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
             embeddings=self.projector(stab_out.tokens), tokens_per_frame=stab_out.tokens_per_frame, grid_hw=stab_out.grid_hw
         )
 
+    def placeholder_mask(self, input_ids: Tensor) -> Tensor:
+        """(B, L) bool: the ``<image>`` positions (none while the model has no image token)."""
+        if self.config.image_token_id is None:
+            return torch.zeros_like(input_ids, dtype=torch.bool)
+        return input_ids == self.config.image_token_id
+
     def embed_inputs(self, input_ids: Tensor, video: VideoFeatures | None) -> Tensor:
         """Token embeddings with each placeholder position replaced by its visual token: (B, L, D)."""
-        placeholder = input_ids == self.config.image_token_id  # (B, L)
+        placeholder = self.placeholder_mask(input_ids)  # (B, L)
         safe_ids = input_ids.masked_fill(placeholder, 0)  # the placeholder row is never read
         embeds = self.get_input_embeddings()(safe_ids)
         num_visual = 0 if video is None else video.embeddings.shape[0]
@@ -146,7 +152,7 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
             inputs_embeds = self.embed_inputs(input_ids, video)
         distill = self.distill_head is not None and teacher_features is not None and video is not None
         if labels is not None and input_ids is not None:
-            labels = labels.masked_fill(input_ids == self.config.image_token_id, -100)
+            labels = labels.masked_fill(self.placeholder_mask(input_ids), -100)
         out = self.language_model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels,
             cache=cache, use_cache=use_cache,
@@ -156,7 +162,7 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         if distill:
             if teacher_patches_per_frame is None:
                 raise ValueError("teacher_features need teacher_patches_per_frame (F,) to tell the frames apart")
-            placeholder = input_ids == self.config.image_token_id  # (B, L)
+            placeholder = self.placeholder_mask(input_ids)  # (B, L)
             distill_loss = self.distillation_loss(
                 out.hidden_states, placeholder, video.grid_hw, teacher_features, teacher_patches_per_frame
             )
@@ -235,7 +241,8 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
             raise ValueError("generate needs left-padded prompts: some rows end with padding")
         generate_kwargs.setdefault("do_sample", False)
-        generate_kwargs.setdefault("suppress_tokens", [self.config.image_token_id])
+        if self.config.image_token_id is not None:
+            generate_kwargs.setdefault("suppress_tokens", [self.config.image_token_id])
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)
 
 
