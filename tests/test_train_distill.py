@@ -44,6 +44,19 @@ def test_distillation_loss_falls(world, source, tmp_path):
     assert len(losses) == STEPS
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < 0.5 * first, f"distillation loss went from {first:.3f} to {last:.3f}"
+    assert tensorboard_scalars(tmp_path / "out")["train/distill_loss"] == pytest.approx(losses, rel=1e-3)
+
+
+def tensorboard_scalars(output_dir: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = {p.parent for p in output_dir.glob("runs/*/events.out.tfevents.*")}
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    scalars = {tag: [e.value for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    for tag in ("train/loss", "train/lm_loss", "train/distill_loss", "train/samples_per_second"):
+        assert len(scalars.get(tag, [])) == STEPS, f"{tag} missing from the tensorboard logs: {sorted(scalars)}"
+    return scalars
 
 
 def test_live_teacher_and_cache_give_the_same_loss_on_the_same_batch(world, tmp_path):
