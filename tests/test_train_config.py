@@ -115,3 +115,14 @@ def test_unknown_group_and_stage_are_refused():
         get_stage("stage3")
     with pytest.raises(ValueError, match="trains"):
         apply_stage(nn.Linear(2, 2), get_stage("prealign"), distilling=True)
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_launch_scripts_parse_and_name_their_config(stage):
+    import subprocess
+
+    script = REPO_ROOT / "scripts" / f"{stage}.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert f"configs/{stage}.yaml" in text and "scripts/launch.sh" in text and "#SBATCH --nodes=16" in text
+    assert (REPO_ROOT / f"configs/{stage}.yaml").is_file()

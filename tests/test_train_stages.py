@@ -108,3 +108,19 @@ def test_cli_chains_the_three_stages(world, tmp_path):
     head = [k for k in outputs["finetune"] if k.startswith("distill_head.")]
     assert head and all(torch.equal(outputs["finetune"][k], outputs["pretrain"][k]) for k in head)
     assert not torch.equal(outputs["finetune"]["projector.0.weight"], outputs["pretrain"]["projector.0.weight"])
+
+
+def test_skipped_samples_are_summarised_at_the_end_of_each_epoch(world, tmp_path, caplog):
+    import json
+    import logging
+
+    items = json.loads(world.annotations.read_text())
+    broken = tmp_path / "with_missing.json"
+    broken.write_text(json.dumps(items + [{**items[0], "video": "missing.mp4"}]))
+    overrides = stage_overrides(world.llm, broken, tmp_path / "out", "prealign", max_steps=-1, num_epochs=1)
+    overrides += [f"data.media_root={world.annotations.parent}"]
+    setup = setup_stage(load_train_config(None, overrides))
+    with caplog.at_level(logging.INFO, logger="videopanda.train.trainer"):
+        setup.trainer.train()
+    summaries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1:")]
+    assert len(summaries) == 1 and "1 samples skipped" in summaries[0] and "missing.mp4" in summaries[0]
