@@ -229,7 +229,7 @@ class STAB(nn.Module):
         patches = self.patch_embedding(pixel_values[:, :3])  # (F, d, Hp, Wp)
         patch_mask = F.avg_pool2d(pixel_values[:, 3:4], self.patch_size)[:, 0]  # (F, Hp, Wp)
         tokens, video_context = self._temporal(patches, chunk_lengths)  # (F, d, Hp, Wp), (F, d)
-        tokens = (tokens + patches).permute(0, 2, 3, 1)  # dense connection; (F, Hp, Wp, d)
+        tokens = tokens.permute(0, 2, 3, 1)  # (F, Hp, Wp, d)
         top_left, size = crop_boxes(patch_mask, self.max_crop_patches)
         grid_hw = size // self.lsd_stride  # (F, 2)
         if not grid_hw.all():
@@ -259,26 +259,25 @@ class STAB(nn.Module):
             )
 
     def _temporal(self, patches: Tensor, chunk_lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """LSTE + GSTRA per group of equal-length chunks.
+        """LSTE + GSTRA per group of equal-length chunks, and the dense connection.
 
-        Returns LSTE tokens (F, d, Hp, Wp) (zeros for one-frame chunks, whose
-        tokens are the patch embeddings alone) and each frame's chunk-level
-        context (F, d) (unused for one-frame chunks).
+        Returns the dense tokens (F, d, Hp, Wp): LSTE output + patch embeddings
+        for video frames, the patch embeddings alone for one-frame chunks; and
+        each frame's chunk-level context (F, d) (zeros, unused, for one-frame chunks).
         """
-        lste = torch.zeros_like(patches)
+        tokens = patches
         video_context = patches.new_zeros(patches.shape[:2])
         starts = torch.cumsum(chunk_lengths, 0) - chunk_lengths
         for length in chunk_lengths.unique().tolist():  # distinct chunk lengths (4, and 1 for images)
             if length == 1:
                 continue
             frames = (starts[chunk_lengths == length][:, None] + torch.arange(length, device=patches.device)).flatten()
-            x = patches[frames].unflatten(0, (-1, length)).transpose(1, 2)  # (C, d, T, Hp, Wp)
-            x = self.lste(x)
+            x = self.lste(patches[frames].unflatten(0, (-1, length)).transpose(1, 2))  # (C, d, T, Hp, Wp)
             query = self.temporal_cls_token.expand(x.shape[0], -1, -1)
             chunk_context = self.gstra(query, x.flatten(2).transpose(1, 2))[:, 0]  # (C, d)
-            lste = lste.index_copy(0, frames, x.transpose(1, 2).flatten(0, 1))
+            tokens = tokens.index_add(0, frames, x.transpose(1, 2).flatten(0, 1))  # dense connection
             video_context = video_context.index_copy(0, frames, chunk_context.repeat_interleave(length, 0))
-        return lste, video_context
+        return tokens, video_context
 
     @staticmethod
     def _lsd_cells(grid_hw: Tensor, grid_h: int, grid_w: int) -> Tensor:
