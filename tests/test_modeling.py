@@ -109,6 +109,19 @@ def test_save_and_load_give_identical_logits(tied, smollm2_tokenizer, mixed_batc
         assert torch.equal(model(**mixed_batch).logits, reloaded(**mixed_batch).logits)
 
 
+def test_distillation_head_added_on_load_is_initialised(smollm2_tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = VideoPandaForCausalLM(small_videopanda_config(smollm2_tokenizer))  # a stage output without the head
+    model.save_pretrained(tmp_path / "m")
+    loaded = VideoPandaForCausalLM.from_pretrained(tmp_path / "m", use_distillation=True, teacher_hidden_size=16)
+    head = loaded.distill_head
+    assert torch.equal(head.norm_layer[0][0].weight, torch.ones(32)) and not head.norm_layer[0][0].bias.any()
+    bound = 32**-0.5  # torch's default Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert 0 < head.input_layer.weight.abs().max() <= bound and head.output_layer.weight.abs().max() <= 16**-0.5
+    loaded_state = loaded.state_dict()
+    assert all(torch.equal(t, loaded_state[n]) for n, t in model.state_dict().items())
+
+
 def test_placeholder_mismatch_names_both_counts(tiny, smollm2_tokenizer):
     model, processor = tiny
     batch = VideoPandaCollator(smollm2_tokenizer.pad_token_id)([processor.encode(QA, video(64, 128))])

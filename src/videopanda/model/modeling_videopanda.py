@@ -53,9 +53,16 @@ class VideoPandaPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["STAB"]
 
     def _init_weights(self, module: nn.Module) -> None:
-        # STAB, projector and distillation head initialise themselves in their
-        # constructors (including the release's zero-initialised branches).
-        return
+        """Projector and distillation-head modules get their constructors' (torch default) init.
+
+        transformers calls this for weights a checkpoint lacks, e.g. a distillation head switched
+        on over a stage output without one; inside ``from_pretrained`` the torch init functions
+        skip tensors that were loaded. The STAB initialises itself in its constructor (with the
+        release's zero-initialised branches) and every checkpoint holds it; the LLM inits itself.
+        """
+        parts = [part for part in (self.projector, getattr(self, "distill_head", None)) if part is not None]
+        if hasattr(module, "reset_parameters") and any(module is m for part in parts for m in part.modules()):
+            module.reset_parameters()
 
 
 class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
