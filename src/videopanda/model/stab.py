@@ -41,6 +41,7 @@ class STABOutput:
 
 
 def tokens_per_frame(grid_hw: Tensor) -> Tensor:
+    """(F, 2) LSD grids -> (F,) long token counts ``1 + h * (w + 1)``."""
     return 1 + grid_hw[:, 0] * (grid_hw[:, 1] + 1)
 
 
@@ -53,7 +54,7 @@ def crop_boxes(patch_mask: Tensor, max_crop_patches: int) -> tuple[Tensor, Tenso
     """
     if patch_mask.dim() != 3:
         raise ValueError(f"patch_mask must be (F, Hp, Wp), got {tuple(patch_mask.shape)}")
-    num_frames, grid_h, grid_w = patch_mask.shape
+    _, grid_h, grid_w = patch_mask.shape
     valid = patch_mask.flatten(1) > 0  # (F, Hp*Wp)
     cells = torch.arange(grid_h * grid_w, device=patch_mask.device)
     first = torch.where(valid, cells, grid_h * grid_w).amin(1)
