@@ -8,15 +8,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from conftest import moving_square_frames, tiny_llama_config
 from videopanda.cli import main as cli_main
 from videopanda.data.transform import preprocess_frames
-from videopanda.model.configuration_videopanda import VideoPandaConfig
+from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig
 from videopanda.model.convert import CheckpointKeyError, ours_to_release
 from videopanda.model.llm import load_tokenizer
-from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+from videopanda.model.modeling_videopanda import VideoPandaForCausalLM, build_videopanda
 from videopanda.model.release import export_release_checkpoint, load_release_checkpoint
 
 WORDS = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(61)]  # 64 tokens, no <image>
@@ -171,3 +171,18 @@ def test_convert_command_both_ways(source_model, tmp_path):
     batch = video_batch(ours)
     with torch.no_grad():
         assert torch.equal(ours(**batch).logits, back.eval()(**batch).logits)
+
+
+def test_build_from_a_local_llm_directory(tmp_path):
+    """build_videopanda on a plain HF LLM directory (config.json + safetensors + tokenizer)."""
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(tiny_llama_config(vocab_size=len(WORDS))).save_pretrained(tmp_path / "llm")
+    write_tokenizer(tmp_path / "llm")
+    model, tokenizer = build_videopanda(tmp_path / "llm", stab_hidden_size=32, image_size=112, teacher_image_size=56)
+    assert tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) == model.config.image_token_id == len(WORDS)
+    assert tokenizer.pad_token is not None
+    assert not model.get_input_embeddings().weight[len(WORDS)].any()
+    with torch.no_grad():
+        assert torch.isfinite(model(**video_batch(model)).logits).all()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_videopanda(tmp_path / "absent")

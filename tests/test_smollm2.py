@@ -10,7 +10,8 @@ from videopanda.data.collator import VideoPandaCollator
 from videopanda.data.conversation import Turn
 from videopanda.data.processing_videopanda import VideoPandaProcessor
 from videopanda.data.transform import preprocess_frames
-from videopanda.model.modeling_videopanda import build_videopanda
+from videopanda.model.llm import load_llm
+from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 
 QA = [Turn("user", "<video>\nWhat moves in this video?"), Turn("assistant", "A red square.")]
 
@@ -18,10 +19,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def smollm2_videopanda():
+def smollm2_videopanda(smollm2_tokenizer):
+    """What ``build_videopanda("smollm2", ...)`` builds, reusing the session's tokenizer."""
     torch.manual_seed(0)
-    model, tokenizer = build_videopanda("smollm2", stab_hidden_size=64, image_size=112, teacher_image_size=56)
-    return model, VideoPandaProcessor(tokenizer, model.config, template="chat_template")
+    model = VideoPandaForCausalLM.from_llm(load_llm("smollm2"), smollm2_tokenizer,
+                                           stab_hidden_size=64, image_size=112, teacher_image_size=56)
+    return model, VideoPandaProcessor(smollm2_tokenizer, model.config, template="chat_template")
 
 
 @pytest.fixture(scope="module")
