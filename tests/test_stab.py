@@ -165,3 +165,13 @@ def test_image_tokens_do_not_depend_on_where_the_valid_region_sits(small_stab):
     first, *others = out.tokens.split(out.tokens_per_frame.tolist())
     for other in others:
         torch.testing.assert_close(other, first, atol=1e-5, rtol=1e-5)
+
+
+def test_bfloat16_stab_follows_float32(small_stab):
+    g = torch.Generator().manual_seed(5)
+    video = torch.stack([letterboxed_frame(112, (28, 84), (0, 112), g) for _ in range(4)])
+    expected = small_stab(video, torch.tensor([4])).tokens
+    with torch.no_grad():
+        tokens = small_stab.to(torch.bfloat16)(video.to(torch.bfloat16), torch.tensor([4])).tokens
+    assert tokens.dtype == torch.bfloat16
+    torch.testing.assert_close(tokens.float(), expected, atol=0.1, rtol=0.05)

@@ -185,14 +185,15 @@ class SegmentAttention(_QueryKeyValueAttention):
         num_queries = query.shape[0]
         q = self._heads(self.q(query))  # (G, H, hd)
         k, v = map(self._heads, self.kv(keys).chunk(2, dim=-1))  # (N, H, hd) each
-        scores = (k * q[segment]).sum(-1) * self.scale  # (N, H)
+        # The softmax and its sums run in float32: index_add accumulates in the tensor's own dtype.
+        scores = (k.float() * q[segment].float()).sum(-1) * self.scale  # (N, H)
         index = segment[:, None].expand_as(scores)
         peak = scores.new_full((num_queries, self.num_heads), float("-inf"))
         peak = peak.scatter_reduce(0, index, scores.detach(), "amax")  # (G, H): softmax shift, no gradient needed
         weights = (scores - peak[segment]).exp()  # (N, H)
         total = weights.new_zeros(num_queries, self.num_heads).index_add(0, segment, weights)  # (G, H)
-        out = v.new_zeros(num_queries, *v.shape[1:]).index_add(0, segment, weights[..., None] * v)  # (G, H, hd)
-        return query + self.proj((out / total[..., None]).flatten(1))
+        out = weights.new_zeros(num_queries, *v.shape[1:]).index_add(0, segment, weights[..., None] * v.float())
+        return query + self.proj((out / total[..., None]).flatten(1).to(query.dtype))  # (G, H, hd) -> (G, d)
 
 
 class STAB(nn.Module):
