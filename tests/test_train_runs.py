@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -79,12 +78,6 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(world):
     assert_same_weights(final_weights(killed), final_weights(root / "straight"), rtol=0, atol=0)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(world):
     """Global batch 2: two ranks x 1 sample, or one process x 1 sample x 2 accumulation steps.
 
@@ -95,10 +88,10 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(world):
               "model.config.stab_dropout": 0.0}
     single = write_config(world, root / "single", gradient_accumulation_steps=2, **common)
     double = write_config(world, root / "double", gradient_accumulation_steps=1, **common)
-    subprocess.run(train_command(single), check=True, capture_output=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(free_port()), "-m", "videopanda", "train", "--config", str(double)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same kernels (thread split) on both sides
+    subprocess.run(train_command(single), check=True, capture_output=True, env=env)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "videopanda", "train", "--config", str(double)]
     run = subprocess.run(torchrun, capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Total train batch size (w. parallel, distributed & accumulation) = 2" in run.stderr
