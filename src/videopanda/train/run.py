@@ -138,8 +138,9 @@ def setup_stage(config: TrainConfig) -> StageSetup:
     if config.teacher.enabled and not distilling:
         logger.info("stage %s does not distill: teacher settings ignored", rule.name)
     trainable = apply_stage(model, rule, distilling)
+    modules = sorted({name.split(".")[0] for name in trainable})
     logger.info("stage %s trains %d of %d parameter tensors (%s)", rule.name, len(trainable),
-                len(list(model.parameters())), ", ".join(rule.trainable))
+                len(list(model.parameters())), ", ".join(modules))
     teacher = build_teacher_source(config.teacher, model.config, args.device) if distilling else None
     dataset = build_dataset(config, rule, model, tokenizer, with_teacher_frames=bool(teacher and teacher.needs_frames),
                             with_keys=bool(teacher and teacher.needs_keys))

@@ -144,4 +144,4 @@ class SkippedSamplesReport(TrainerCallback):
     def on_epoch_end(self, args, state, control, train_dataloader=None, **kwargs):
         dataset = getattr(train_dataloader, "dataset", None)
         if state.is_world_process_zero and hasattr(dataset, "skipped_summary"):
-            logger.info("epoch %d: %s", round(state.epoch or 0), dataset.skipped_summary())
+            logger.info("epoch %g: %s", round(state.epoch or 0, 2), dataset.skipped_summary())
