@@ -53,10 +53,11 @@ class VideoPandaTrainer(Trainer):
         # Our loss is a per-batch mean: the Trainer divides it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._part_sums = {k: torch.zeros(2, device=self.args.device) for k in LOSS_PARTS}  # (sum, count)
-        self._last_log = (0, time.perf_counter())
+        self._last_log = (0, time.perf_counter())  # (global step, time) of the last training log
         self.remove_callback(ProgressCallback)
         self.add_callback(LossThroughputProgress())
         self.add_callback(SkippedSamplesReport())
+        self.add_callback(ThroughputClock(self))
 
     @property
     def global_batch_size(self) -> int:
@@ -119,6 +120,16 @@ class VideoPandaTrainer(Trainer):
                 logs["samples_per_second"] = round(samples / (now - self._last_log[1]), 3)
             self._last_log = (step, now)
         super().log(logs, start_time)
+
+
+class ThroughputClock(TrainerCallback):
+    """Starts the trainer's throughput clock when training (or a resumed run) begins."""
+
+    def __init__(self, trainer: VideoPandaTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._last_log = (state.global_step, time.perf_counter())
 
 
 class LossThroughputProgress(ProgressCallback):
