@@ -178,3 +178,14 @@ def tiny_videopanda_dir(tmp_path_factory, smollm2_tokenizer):
     model.save_pretrained(path)
     smollm2_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def quickstart_dir(tmp_path_factory) -> Path:
+    """A reduced quickstart run (a couple of steps per stage, 3 held-out videos) through the CLI."""
+    from videopanda.cli import main
+
+    out = tmp_path_factory.mktemp("quickstart")
+    argv = ["quickstart", "--out", str(out), "--steps-scale", "0.02", "--num-test", "3", "--judge-items", "1"]
+    assert main(argv) == 0
+    return out

@@ -1,0 +1,73 @@
+"""Settings of the quickstart: data size, model geometry, the three stages, evaluation.
+
+The defaults are sized for the 10-minute budget on a 2-core CPU: SmolLM2-135M,
+a 64-wide STAB on 56x56 frames (a 2x2 LSD grid: 7 tokens per frame, 56 per
+video), one-word answers, a few hundred optimizer steps in all.
+``scaled(f)`` multiplies every step count (and the data) for quicker or longer runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+STAGE_NAMES = ("prealign", "pretrain", "finetune")
+
+# SmolLM2's ChatML without its default 16-token system line: the quickstart's prompts
+# are the same in training and in `ask`/`chat`, because the template travels with the tokenizer.
+CHATML_NO_SYSTEM = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """One stage's run: steps, batch and learning rates (``visual``: STAB + projector; ``lr``: the rest)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    visual_lr: float
+    warmup_ratio: float = 0.05
+
+
+@dataclass(frozen=True)
+class QuickstartConfig:
+    out: str = "quickstart"
+    seed: int = 0
+    num_train: int = 300  # videos per training set (captions, QA)
+    num_test: int = 60  # held-out videos (two questions each, one for "order" scenes)
+    llm: str = "smollm2"
+    model: dict[str, Any] = field(default_factory=lambda: {
+        "stab_hidden_size": 64, "stab_num_heads": 4, "stab_dropout": 0.0,
+        "image_size": 56, "teacher_image_size": 28,
+    })
+    stages: dict[str, StageSettings] = field(default_factory=lambda: {
+        # prealign: SmolLM2 frozen (stage rule); the fresh STAB learns fast at a high rate.
+        "prealign": StageSettings(steps=80, batch_size=8, lr=4e-5, visual_lr=2e-3),
+        # pretrain/finetune train everything; small LLM rates keep SmolLM2's language intact.
+        "pretrain": StageSettings(steps=40, batch_size=8, lr=1e-4, visual_lr=5e-4),
+        "finetune": StageSettings(steps=100, batch_size=8, lr=1e-4, visual_lr=5e-4),
+    })
+    teacher: str | None = None  # a local LanguageBind directory: distillation in prealign and pretrain
+    eval_batch_size: int = 16
+    max_new_tokens: int = 6  # answers are one word
+    judge_items: int = 12  # held-out answers of the final model judged by the local LLM judge (0: none)
+    bf16: bool = True  # CPU bfloat16 autocast in training and generation (weights stay float32)
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+
+    def __post_init__(self) -> None:
+        missing = set(STAGE_NAMES) - set(self.stages)
+        if missing:
+            raise ValueError(f"quickstart stages lack settings for {sorted(missing)}")
+        if self.num_test < 1 or self.num_train < 1:
+            raise ValueError(f"need num_train >= 1 and num_test >= 1, got {self.num_train}, {self.num_test}")
+
+    def scaled(self, factor: float) -> QuickstartConfig:
+        """Every stage's steps and the training data times ``factor`` (at least one step / video)."""
+        if factor <= 0:
+            raise ValueError(f"steps scale must be positive, got {factor}")
+        stages = {name: replace(s, steps=max(1, math.ceil(s.steps * factor))) for name, s in self.stages.items()}
+        return replace(self, stages=stages, num_train=max(1, math.ceil(self.num_train * min(1.0, factor))))

@@ -1,0 +1,140 @@
+"""``videopanda quickstart``: synthetic data -> untrained eval -> prealign -> pretrain -> finetune, evaluated
+after every stage, judged by a local LLM at the end, reported in ``out``.
+
+Everything runs in one process: SmolLM2 is loaded once, the model trains in
+place from stage to stage, and only the final model is saved (``out/model``).
+Layout of ``out``::
+
+    data/            the synthetic dataset (``videopanda data synth``)
+    runs/<stage>/    Trainer output of each stage (logs)
+    eval/<row>/      merge.jsonl + accuracy.json of each evaluation (untrained, prealign, ...)
+    judge/           the local judge's verdicts on the final model
+    model/           the final model: save_pretrained + tokenizer + train_config.yaml
+    results.json, report.md, loss.png, accuracy.png
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from videopanda.config import save_config
+from videopanda.data.processing_videopanda import VideoPandaProcessor
+from videopanda.data.synth import QA_DIR, SynthConfig, load_chance, synthesize
+from videopanda.eval.predict import ChatLLM, GenerationConfig, VideoPandaPredictor
+from videopanda.eval.run import MERGE_FILE
+from videopanda.model.llm import load_llm, load_tokenizer
+from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+from videopanda.quickstart.config import CHATML_NO_SYSTEM, STAGE_NAMES, QuickstartConfig
+from videopanda.quickstart.evaluate import QASet, evaluate_qa
+from videopanda.quickstart.report import QuickstartResults, table, write_outputs
+from videopanda.quickstart.stages import stage_config, train_in_memory
+
+logger = logging.getLogger(__name__)
+TEMPLATE = "chat_template"
+
+
+@dataclass
+class PhaseClock:
+    """Wall seconds per named phase, for the report."""
+
+    seconds: dict[str, float]
+
+    @contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        logger.info("quickstart: %s", name)
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def load_models(config: QuickstartConfig):
+    """(Video-Panda model around the LLM, its tokenizer, a pristine copy of the LLM for the judge or None)."""
+    tokenizer = load_tokenizer(config.llm)
+    if config.llm == "smollm2":
+        tokenizer.chat_template = CHATML_NO_SYSTEM  # saved with the model: ask/chat prompt as training did
+    llm = load_llm(config.llm)
+    judge_llm = copy.deepcopy(llm) if config.judge_items > 0 else None
+    model = VideoPandaForCausalLM.from_llm(llm, tokenizer, use_distillation=config.teacher is not None, **config.model)
+    return model.eval(), tokenizer, judge_llm
+
+
+def make_predictor(model: VideoPandaForCausalLM, tokenizer, config: QuickstartConfig) -> VideoPandaPredictor:
+    processor = VideoPandaProcessor(tokenizer, model.config, template=TEMPLATE)
+    generation = GenerationConfig(max_new_tokens=config.max_new_tokens, template=TEMPLATE,
+                                  batch_size=config.eval_batch_size)
+    return VideoPandaPredictor(model, processor, generation)
+
+
+def judge_final(judge_llm, config: QuickstartConfig, predictions: Path, out: Path) -> dict:
+    """The local LLM judge (the release's QA prompt) on the first ``judge_items`` final answers."""
+    from videopanda.eval.judge.base import LLMJudge
+    from videopanda.eval.judge.local_backend import LocalBackend
+    from videopanda.eval.judge.prompts import get_prompt
+    from videopanda.eval.judge.runner import load_predictions, run_judge
+    from videopanda.eval.judge.rule_backend import rule_match
+
+    items = load_predictions(predictions)[: config.judge_items]
+    chat = ChatLLM(judge_llm, load_tokenizer(config.llm), config.llm)
+    # Greedy decoding repeats itself: one attempt per item (a malformed reply is a recorded failure).
+    judge = LLMJudge(LocalBackend(chat, max_new_tokens=24), parse_attempts=1)
+    results = run_judge(items, out, judge, get_prompt("qa"), workers=1,
+                        meta={"benchmark": "Synth", "model": "quickstart"})
+    results["rule_match_accuracy_same_items"] = sum(rule_match(i.answer, i.pred) for i in items) / max(1, len(items))
+    return results
+
+
+def run_quickstart(config: QuickstartConfig, started: float | None = None) -> QuickstartResults:
+    """The whole pipeline; ``started`` (a ``time.perf_counter()`` value) is when the command began."""
+    started = time.perf_counter() if started is None else started
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    clock = PhaseClock({})
+    with clock.phase("synthesis"):
+        synthesize(out / "data", SynthConfig(seed=config.seed, num_train=config.num_train, num_test=config.num_test))
+    qa_set = QASet(out / "data" / QA_DIR)
+    with clock.phase("load"):
+        model, tokenizer, judge_llm = load_models(config)
+    accuracy: dict[str, dict[str, float]] = {}
+    losses: dict[str, list[dict[str, float]]] = {}
+    with clock.phase("evaluation"):
+        accuracy["untrained"] = evaluate_qa(make_predictor(model, tokenizer, config), qa_set, out / "eval/untrained",
+                                            config.bf16)
+    final_stage = None
+    for stage in STAGE_NAMES:
+        train_config = stage_config(config, stage, out / "data/train", out / "runs")
+        with clock.phase(f"train {stage}"):
+            losses[stage] = train_in_memory(model, tokenizer, train_config)
+        with clock.phase("evaluation"):
+            accuracy[stage] = evaluate_qa(make_predictor(model, tokenizer, config), qa_set, out / f"eval/{stage}",
+                                          config.bf16)
+        logger.info("after %s: %s", stage, {k: round(v, 3) for k, v in accuracy[stage].items()})
+        final_stage = train_config
+    with clock.phase("save"):
+        model.save_pretrained(out / "model")
+        tokenizer.save_pretrained(out / "model")
+        save_config(final_stage, out / "model" / "train_config.yaml")
+    judge = None
+    if judge_llm is not None:
+        with clock.phase("judge"):
+            judge = judge_final(judge_llm, config, out / "eval/finetune" / MERGE_FILE, out / "judge")
+    results = QuickstartResults(time.perf_counter() - started, load_chance(qa_set.directory), accuracy, losses,
+                                judge, clock.seconds)
+    with clock.phase("report"):
+        write_outputs(results, out)
+    results.wall_seconds = time.perf_counter() - started
+    write_outputs(results, out)  # again, with the final wall time (plots are cheap)
+    print(table(results))
+    print(f"wall clock: {results.wall_seconds:.0f} s; model in {out / 'model'}, report in {out / 'report.md'}")
+    return results
+

@@ -1,0 +1,74 @@
+"""Running one training stage on the quickstart's in-memory model with the project's training engine.
+
+The model and SmolLM2 stay in memory across stages (no reload between them);
+the stage rules, learning-rate groups, dataset, collator and Trainer are the
+same as ``videopanda train`` uses (``train/run.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from videopanda.data.collator import VideoPandaCollator
+from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+from videopanda.quickstart.config import QuickstartConfig
+from videopanda.train.config import DataConfig, ModelInit, OptimConfig, TeacherConfig, TrainConfig
+from videopanda.train.run import build_dataset, training_arguments
+from videopanda.train.stages import apply_stage, get_stage, group_learning_rates
+from videopanda.train.teacher_source import build_teacher_source
+from videopanda.train.trainer import VideoPandaTrainer
+
+logger = logging.getLogger(__name__)
+
+CAPTIONS = "train_json/valley_synth.json"
+INSTRUCTIONS = "train_json/videochatgpt_synth.json"
+
+
+def stage_config(config: QuickstartConfig, stage: str, train_root: Path, runs_dir: Path) -> TrainConfig:
+    """The ``TrainConfig`` of one quickstart stage (captions for prealign/pretrain, QA for finetune)."""
+    settings = config.stages[stage]
+    annotations = INSTRUCTIONS if stage == "finetune" else CAPTIONS
+    return TrainConfig(
+        stage=stage,
+        output_dir=str(runs_dir / stage),
+        model=ModelInit(init=config.llm, config=dict(config.model), use_distillation=config.teacher is not None),
+        teacher=TeacherConfig(path=config.teacher),
+        data=DataConfig(annotation_files=[str(train_root / annotations)], media_root=str(train_root),
+                        template="chat_template", max_length=512),
+        optim=OptimConfig(lr=settings.lr, group_lr={"visual": settings.visual_lr}, warmup_ratio=settings.warmup_ratio),
+        per_device_batch_size=settings.batch_size,
+        max_steps=settings.steps,
+        precision="bf16" if config.bf16 else "fp32",
+        gradient_checkpointing=False,
+        logging_steps=max(1, min(5, settings.steps // 10)),
+        save_steps=max(1, settings.steps),
+        seed=config.seed,
+    )
+
+
+def train_in_memory(
+    model: VideoPandaForCausalLM, tokenizer: PreTrainedTokenizerBase, config: TrainConfig
+) -> list[dict[str, float]]:
+    """Train ``model`` in place for one stage; returns the Trainer's log history (loss per logging step)."""
+    rule = get_stage(config.stage)
+    rates = group_learning_rates(rule, config.optim.lr, config.optim.group_lr)
+    # No checkpoints: the quickstart saves only the final model.
+    args = dataclasses.replace(training_arguments(config, rule, rates), save_strategy="no", report_to=[])
+    distilling = rule.distills and config.teacher.enabled and model.distill_head is not None
+    apply_stage(model, rule, distilling)
+    teacher = build_teacher_source(config.teacher, model.config, args.device) if distilling else None
+    with_frames = bool(teacher and teacher.needs_frames)
+    dataset = build_dataset(config, rule, model, tokenizer, with_teacher_frames=with_frames,
+                            with_keys=bool(teacher and teacher.needs_keys))
+    trainer = VideoPandaTrainer(
+        model=model, args=args, train_dataset=dataset,
+        data_collator=VideoPandaCollator(tokenizer.pad_token_id, "right", with_teacher=with_frames),
+        processing_class=tokenizer, stage=rule, rates=rates, teacher_features=teacher,
+    )
+    trainer.train()
+    model.eval()
+    return [entry for entry in trainer.state.log_history if "loss" in entry]

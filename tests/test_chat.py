@@ -1,0 +1,85 @@
+"""``videopanda ask`` (JSON) and ``videopanda chat`` under a pseudo-terminal, on the reduced quickstart's model."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from videopanda.cli.chat import prompt_template
+from videopanda.data.decode import find_video_file
+from videopanda.data.synth import QA_DIR
+
+pytestmark = pytest.mark.slow
+
+
+def _held_out(quickstart_dir):
+    """(video path, question, the answer the evaluation recorded for it) of the first held-out question."""
+    question = json.loads((quickstart_dir / "data" / QA_DIR / "test_q.json").read_text())[0]
+    video = find_video_file(quickstart_dir / "data" / QA_DIR / "videos", question["video_name"])
+    merged = (quickstart_dir / "eval" / "finetune" / "merge.jsonl").read_text().splitlines()
+    return video, question["question"], json.loads(merged[0])["pred"]
+
+
+def test_ask_prints_the_models_answer_as_json(quickstart_dir):
+    video, question, evaluated = _held_out(quickstart_dir)
+    command = [sys.executable, "-m", "videopanda", "ask", "--model", str(quickstart_dir / "model"),
+               "--video", str(video), "--max-new-tokens", "6", "--json", question]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+    reply = json.loads(done.stdout.strip().splitlines()[-1])
+    assert reply["question"] == question and reply["video"] == str(video)
+    assert reply["answer"] == evaluated  # same model, template and greedy decoding as the evaluation
+
+
+def _read_until(fd: int, marker: bytes, timeout: float) -> bytes:
+    """Bytes from the pseudo-terminal until ``marker`` appears (or the child closes it)."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+def test_chat_answers_turn_after_turn_under_a_pseudo_terminal(quickstart_dir):
+    video, question, evaluated = _held_out(quickstart_dir)
+    primary, secondary = pty.openpty()
+    command = [sys.executable, "-m", "videopanda", "chat", "--model", str(quickstart_dir / "model"),
+               "--video", str(video), "--max-new-tokens", "6"]
+    child = subprocess.Popen(command, stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
+    os.close(secondary)
+    try:
+        assert b"you> " in _read_until(primary, b"you> ", timeout=240)
+        os.write(primary, question.encode() + b"\n")
+        first = _read_until(primary, b"you> ", timeout=240)
+        assert f"videopanda> {evaluated}".encode() in first  # the first turn is the evaluation's prompt
+        os.write(primary, b"Is the object big or small?\n")
+        second = _read_until(primary, b"you> ", timeout=240)
+        assert b"videopanda> " in second
+        os.write(primary, b"/quit\n")
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+        os.close(primary)
+
+
+def test_prompt_template_follows_the_training_config(tmp_path):
+    assert prompt_template(tmp_path) == "vicuna_v1_eval"  # no training config: the release's evaluation form
+    (tmp_path / "train_config.yaml").write_text("data:\n  template: vicuna_v1\n")
+    assert prompt_template(tmp_path) == "vicuna_v1_eval"
+    (tmp_path / "train_config.yaml").write_text("data:\n  template: chat_template\n")
+    assert prompt_template(tmp_path) == "chat_template"

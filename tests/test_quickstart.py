@@ -1,0 +1,99 @@
+"""The quickstart's mechanics end to end (a reduced run: a couple of steps per stage), not its accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from videopanda.data.synth import QA_DIR
+from videopanda.eval.judge.rule_backend import rule_match
+from videopanda.quickstart.config import STAGE_NAMES, QuickstartConfig
+from videopanda.quickstart.evaluate import accuracy_by_type
+from videopanda.quickstart.report import QuickstartResults, table
+
+ROWS = ("untrained", *STAGE_NAMES)
+pytestmark = pytest.mark.slow
+
+
+def _read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_results_json_has_the_documented_schema(quickstart_dir):
+    results = json.loads((quickstart_dir / "results.json").read_text())
+    assert set(results) == {"wall_seconds", "chance", "accuracy"}
+    assert results["wall_seconds"] > 0
+    assert set(results["accuracy"]) == set(ROWS)
+    for row in (results["chance"], *results["accuracy"].values()):
+        assert {"appearance", "temporal"} <= set(row)
+        assert all(0.0 <= value <= 1.0 for value in row.values())
+    assert set(results["chance"]) == set(results["accuracy"]["finetune"])
+
+
+def test_every_evaluation_answered_every_held_out_question_and_is_scored_by_rule(quickstart_dir):
+    test_a = json.loads((quickstart_dir / "data" / QA_DIR / "test_a.json").read_text())
+    types = {a["question_id"]: a["type"] for a in test_a}
+    results = json.loads((quickstart_dir / "results.json").read_text())
+    for row in ROWS:
+        predictions = _read_jsonl(quickstart_dir / "eval" / row / "merge.jsonl")
+        assert [p["id"] for p in predictions] == [a["question_id"] for a in test_a]
+        recomputed = accuracy_by_type(predictions, types)
+        for kind, value in results["accuracy"][row].items():
+            assert value == pytest.approx(recomputed[kind], abs=1e-4)
+
+
+def test_report_plots_and_judge_are_written(quickstart_dir):
+    report = (quickstart_dir / "report.md").read_text()
+    assert "| finetune |" in report and "| chance |" in report
+    for name in ("loss.png", "accuracy.png"):
+        assert (quickstart_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    judge = json.loads((quickstart_dir / "judge" / "results.json").read_text())
+    assert judge["total"] == 1 and judge["judge"]["backend"] == "local"
+
+
+def test_final_model_loads_and_answers_with_its_training_template(quickstart_dir):
+    from videopanda.cli.chat import prompt_template
+    from videopanda.data.decode import find_video_file
+    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+
+    model_dir = quickstart_dir / "model"
+    assert prompt_template(model_dir) == "chat_template"
+    predictor = VideoPandaPredictor.from_pretrained(model_dir, GenerationConfig(max_new_tokens=6, template="chat_template"))
+    assert predictor.model.config.image_size == QuickstartConfig().model["image_size"]
+    question = json.loads((quickstart_dir / "data" / QA_DIR / "test_q.json").read_text())[0]
+    video = find_video_file(quickstart_dir / "data" / QA_DIR / "videos", question["video_name"])
+    answer = predictor.ask(video, question["question"])
+    final = _read_jsonl(quickstart_dir / "eval" / "finetune" / "merge.jsonl")[0]
+    assert answer == final["pred"]  # the saved model is the model that was evaluated
+
+
+def test_table_lists_every_row_and_chance():
+    results = QuickstartResults(
+        1.0, {"appearance": 0.25, "temporal": 0.5},
+        {row: {"appearance": 0.5, "temporal": 1.0} for row in ROWS},
+    )
+    lines = table(results).splitlines()
+    assert lines[0] == "| model | appearance | temporal |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == [f"| {row}" for row in (*ROWS, "chance")]
+    assert lines[-1] == "| chance | 25.0 | 50.0 |"
+
+
+def test_scaled_config_scales_steps_and_data():
+    config = QuickstartConfig()
+    small = config.scaled(0.1)
+    for name in STAGE_NAMES:
+        assert small.stages[name].steps == -(-config.stages[name].steps // 10)
+    assert small.num_train == config.num_train // 10
+    assert config.scaled(2.0).num_train == config.num_train  # more steps, same data
+    with pytest.raises(ValueError):
+        config.scaled(0)
+
+
+def test_rule_accuracy_groups_fine_types_into_appearance_and_temporal():
+    predictions = [{"id": "a", "answer": "red", "pred": "red"}, {"id": "b", "answer": "up", "pred": "down"},
+                   {"id": "c", "answer": "two", "pred": "2"}]
+    accuracy = accuracy_by_type(predictions, {"a": "colour", "b": "direction", "c": "count"})
+    assert accuracy == {"all": 2 / 3, "appearance": 1.0, "colour": 1.0, "count": 1.0, "direction": 0.0,
+                        "temporal": 0.5}
+    assert rule_match("two", "2")
