@@ -97,3 +97,12 @@ def test_rule_accuracy_groups_fine_types_into_appearance_and_temporal():
     assert accuracy == {"all": 2 / 3, "appearance": 1.0, "colour": 1.0, "count": 1.0, "direction": 0.0,
                         "temporal": 0.5}
     assert rule_match("two", "2")
+
+
+def test_naming_every_option_is_not_an_answer():
+    predictions = [{"id": "a", "answer": "up", "pred": "The object moves up or down"},
+                   {"id": "b", "answer": "up", "pred": "It moves up."},
+                   {"id": "c", "answer": "red", "pred": "The red one, then the blue one"}]
+    accuracy = accuracy_by_type(predictions, {"a": "direction", "b": "direction", "c": "order"})
+    assert accuracy["direction"] == 0.5 and accuracy["order"] == 0.0
+    assert rule_match("up", "The object moves up or down")  # what the plain rule would have counted

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from videopanda.data.synth import COARSE_TYPE
+from videopanda.data.synth import ANSWER_SETS, COARSE_TYPE, PALETTE
 from videopanda.eval.jsonl import read_jsonl
-from videopanda.eval.judge.rule_backend import rule_match
+from videopanda.eval.judge.rule_backend import normalise, rule_match
 from videopanda.eval.predict import VideoPandaPredictor
 from videopanda.eval.run import MERGE_FILE, QAQuestion, load_qa_pairs, merge_shards, run_shard
 
@@ -36,15 +36,26 @@ class QASet:
         return self.directory / "videos"
 
 
+def closed_set_match(answer: str, pred: str, kind: str) -> bool:
+    """The rule-based match, where naming any other answer of the type's answer set is wrong.
+
+    ``"up or down"`` would match either answer under the plain rule (it contains both words).
+    """
+    options = ANSWER_SETS.get(kind, tuple(PALETTE))  # "order" answers a colour
+    said = set(normalise(pred))
+    others = {word for option in options if option != answer for word in normalise(option)}
+    return rule_match(answer, pred) and not said & others
+
+
 def accuracy_by_type(predictions: Sequence[dict], types: dict[str, str]) -> dict[str, float]:
-    """Rule-match accuracy per fine type and per coarse type (``appearance``/``temporal``) and ``all``.
+    """Closed-set rule-match accuracy per fine type, per coarse type (``appearance``/``temporal``) and ``all``.
 
     ``predictions``: ``{id, answer, pred}`` records; ``types``: question id -> fine type.
     """
     hits: dict[str, list[bool]] = defaultdict(list)
     for record in predictions:
         fine = types[str(record["id"])]
-        hit = rule_match(str(record["answer"]), str(record["pred"]))
+        hit = closed_set_match(str(record["answer"]), str(record["pred"]), fine)
         for key in (fine, COARSE_TYPE.get(fine, fine), "all"):
             hits[key].append(hit)
     return {key: sum(values) / len(values) for key, values in sorted(hits.items())}
