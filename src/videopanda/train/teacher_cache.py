@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from videopanda.data.dataset import SKIPPABLE, load_annotations, media_key, parse_item
+from videopanda.data.dataset import FLIPPED_SUFFIX, SKIPPABLE, load_annotations, media_key, parse_item
 from videopanda.data.decode import read_image, read_video_frames
 from videopanda.data.transform import preprocess_frames
 from videopanda.model.configuration_videopanda import VideoPandaConfig
@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 INDEX_FILE = "index.json"
-FLIPPED_SUFFIX = "#flipped"
 
 
 @dataclass(frozen=True)
