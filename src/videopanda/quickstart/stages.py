@@ -13,14 +13,11 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from videopanda.data.collator import VideoPandaCollator
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.quickstart.config import QuickstartConfig
 from videopanda.train.config import DataConfig, ModelInit, OptimConfig, TeacherConfig, TrainConfig
-from videopanda.train.run import build_dataset, training_arguments
-from videopanda.train.stages import apply_stage, get_stage, group_learning_rates
-from videopanda.train.teacher_source import build_teacher_source
-from videopanda.train.trainer import VideoPandaTrainer
+from videopanda.train.run import assemble_stage, training_arguments
+from videopanda.train.stages import get_stage, group_learning_rates
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +55,7 @@ def train_in_memory(
     rates = group_learning_rates(rule, config.optim.lr, config.optim.group_lr)
     # No checkpoints: the quickstart saves only the final model.
     args = dataclasses.replace(training_arguments(config, rule, rates), save_strategy="no", report_to=[])
-    distilling = rule.distills and config.teacher.enabled and model.distill_head is not None
-    apply_stage(model, rule, distilling)
-    teacher = build_teacher_source(config.teacher, model.config, args.device) if distilling else None
-    with_frames = bool(teacher and teacher.needs_frames)
-    dataset = build_dataset(config, rule, model, tokenizer, with_teacher_frames=with_frames,
-                            with_keys=bool(teacher and teacher.needs_keys))
-    trainer = VideoPandaTrainer(
-        model=model, args=args, train_dataset=dataset,
-        data_collator=VideoPandaCollator(tokenizer.pad_token_id, "right", with_teacher=with_frames),
-        processing_class=tokenizer, stage=rule, rates=rates, teacher_features=teacher,
-    )
+    trainer = assemble_stage(config, rule, rates, args, model, tokenizer).trainer
     trainer.train()
     model.eval()
     return [entry for entry in trainer.state.log_history if "loss" in entry]

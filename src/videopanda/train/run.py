@@ -134,6 +134,18 @@ def setup_stage(config: TrainConfig) -> StageSetup:
         logging.getLogger("videopanda").setLevel(logging.WARNING)
     set_seed(config.seed)  # a fresh STAB is initialised identically on every rank and rerun
     model, tokenizer = load_model(config.model)
+    return assemble_stage(config, rule, rates, args, model, tokenizer)
+
+
+def assemble_stage(
+    config: TrainConfig,
+    rule: StageRule,
+    rates: dict[str, float],
+    args: TrainingArguments,
+    model: VideoPandaForCausalLM,
+    tokenizer: PreTrainedTokenizerBase,
+) -> StageSetup:
+    """Apply the stage rule to a loaded model and build its teacher, dataset, collator and Trainer."""
     distilling = rule.distills and config.teacher.enabled and model.distill_head is not None
     if config.teacher.enabled and not distilling:
         logger.info("stage %s does not distill: teacher settings ignored", rule.name)
