@@ -32,7 +32,7 @@ def _dump(path: Path, data: object) -> None:
 
 @pytest.fixture
 def data_root(tmp_path) -> Path:
-    """train: valley (mp4, webm, gif; one path relative to DATA_ROOT) + videochatgpt_tune (avi, mkv, png);
+    """train: valley (mp4, webm, gif) + videochatgpt_tune (avi, mkv, png);
     eval: MSVD (.avi) and Activitynet (v_ prefix, .mkv)."""
     root = tmp_path / "data"
     train = root / "train"
@@ -40,7 +40,7 @@ def data_root(tmp_path) -> Path:
     _dump(train / "train_json" / "valley.json", [
         {"id": "a", "video": f"valley/{valley[0]}", "conversations": _conversation()},
         {"id": "b", "video": f"valley/{valley[1]}", "conversations": _conversation()},
-        {"id": "c", "video": f"train/valley/{valley[2]}", "conversations": _conversation()},  # relative to DATA_ROOT
+        {"id": "c", "video": f"valley/{valley[2]}", "conversations": _conversation()},
     ])
     tune = [_video(train / "videochatgpt_tune" / f"t{i}{ext}", seed=5 + i) for i, ext in enumerate([".avi", ".mkv"])]
     Image.new("RGB", (40, 30), (200, 10, 10)).save(train / "videochatgpt_tune" / "still.png")
@@ -67,6 +67,17 @@ def test_clean_data_root_passes_and_lists_its_parts(data_root):
     assert report.samples == 7 + 3 and report.media_checked == 6 + 3  # the text-only sample decodes nothing
     assert f"{QA}/MSVD_Zero_Shot_QA" in report.found and "train/valley" in report.found
     assert report.missing == [f"{QA}/MSRVTT_Zero_Shot_QA", f"{QA}/TGIF_Zero_Shot_QA", f"{QA}/Synth_Zero_Shot_QA"]
+
+
+def test_a_path_relative_to_data_root_is_reported_as_training_would_miss_it(data_root):
+    """Training resolves media against DATA_ROOT/train only: the check must not accept what training skips."""
+    _dump(data_root / "train/train_json/valley.json", [
+        {"id": "c", "video": "train/valley/v2.gif", "conversations": _conversation()},
+    ])
+    report = check_dataset(data_root, workers=0)
+    [problem] = report.problems
+    assert problem.kind == "missing" and problem.source.endswith("valley.json#0")
+    assert "DATA_ROOT/train" in problem.reason and problem.media == str(data_root / "train/train/valley/v2.gif")
 
 
 def test_truncated_and_deleted_videos_are_named_with_their_samples(data_root, tmp_path):

@@ -160,15 +160,13 @@ def _plan_training_file(path: Path, root: Path, report: CheckReport, plan: _Plan
             continue
         if parsed.media is None:
             continue  # a text-only sample
-        media = resolve_media(parsed.media, root)
+        media = train_root / parsed.media  # where training looks (its media_root is DATA_ROOT/train)
+        if not media.is_file() and (root / parsed.media).is_file():
+            reason = f"{parsed.media!r} is relative to DATA_ROOT; training resolves media against DATA_ROOT/train"
+            _add_problem(report, plan, "missing", item.source, str(media), reason)
+            continue
         kind = "video" if parsed.video is not None else "image"
         _plan_media(report, plan, item.source, MediaJob(kind, str(media), parsed.clip))
-
-
-def resolve_media(relative: str, data_root: Path) -> Path:
-    """An annotation's media path: relative to ``DATA_ROOT/train`` (the release) or to ``DATA_ROOT``."""
-    candidates = [data_root / "train" / relative, data_root / relative]
-    return next((c for c in candidates if c.is_file()), candidates[0])
 
 
 def _plan_qa_set(qa_dir: Path, report: CheckReport, plan: _Plan) -> None:
