@@ -31,5 +31,13 @@ def _run(args: argparse.Namespace) -> int:
         output = train_stage(load_train_config(args.config, args.overrides))
     else:
         output = run_stages([s.strip() for s in args.stages.split(",") if s.strip()], args.config_dir, args.overrides)
-    print(output)
+    if _is_main_process():
+        print(output)
     return 0
+
+
+def _is_main_process() -> bool:
+    """Rank 0 under torchrun (the Trainer set up the process group), always in a single process."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
