@@ -132,14 +132,15 @@ def test_parse_score_only_reply():
         parse_reply("{'pred': 'yes'}", "score")
 
 
-def test_summarize_reports_both_accuracy_conventions():
-    verdicts = [Verdict("1", True, "yes", 5.0), Verdict("2", True, "yes", 4.0), Verdict("3", True, "no", 1.0),
+def test_summarize_reports_both_accuracy_and_score_conventions():
+    verdicts = [Verdict("1", True, "yes", 5.0), Verdict("2", True, "yes", 4.5), Verdict("3", True, "no", 1.0),
                 Verdict("4", False, error="garbage")]
     summary = summarize(verdicts)
     assert (summary["yes"], summary["no"], summary["failures"], summary["judged"]) == (2, 1, 1, 3)
     assert summary["accuracy"] == pytest.approx(2 / 3)
     assert summary["accuracy_all"] == pytest.approx(2 / 4)
-    assert summary["mean_score"] == pytest.approx(10 / 3)
+    assert summary["mean_score"] == pytest.approx(10.5 / 3)
+    assert summary["mean_score_truncated"] == pytest.approx(10 / 3)  # the release's int() per score
 
 
 @pytest.mark.parametrize("answer, pred, hit", [

@@ -47,7 +47,7 @@ def parse_reply(text: str, kind: str) -> tuple[str | None, float]:
 
 
 def summarize(verdicts: Sequence[Verdict], total: int | None = None) -> dict[str, Any]:
-    """Counts, both accuracy conventions and the mean score over the parsed verdicts.
+    """Counts, both accuracy conventions and both mean-score conventions over the parsed verdicts.
 
     ``total``: the number of questions asked (default ``len(verdicts)``); questions
     never judged count as failures in the yes/all convention.
@@ -66,4 +66,6 @@ def summarize(verdicts: Sequence[Verdict], total: int | None = None) -> dict[str
         "accuracy": yes / (yes + no) if yes + no else None,  # Video-ChatGPT / the release
         "accuracy_all": yes / total if total else None,  # lmms-eval: failures count as 'no'
         "mean_score": sum(scores) / len(scores) if scores else None,
+        # The release's evaluation truncates each score with int() before averaging (4.5 counts as 4).
+        "mean_score_truncated": sum(int(s) for s in scores) / len(scores) if scores else None,
     }
