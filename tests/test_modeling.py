@@ -47,11 +47,25 @@ def mixed_batch(tiny, smollm2_tokenizer):
 def test_mixed_batch_forward_backward_reaches_every_part(tiny, mixed_batch):
     model, _ = tiny
     out = model(**mixed_batch)
-    assert out.logits.shape[:2] == mixed_batch["input_ids"].shape
+    assert out.logits.shape[:2] == (mixed_batch["input_ids"].shape[0], len(out.logit_positions))
     assert torch.isfinite(out.loss) and out.distill_loss is None and torch.equal(out.loss, out.lm_loss)
     out.loss.backward()
     for prefix in ("stab.", "projector.", "language_model."):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n.startswith(prefix))
+
+
+def test_loss_on_kept_logits_equals_the_loss_on_all_logits(tiny, mixed_batch):
+    """With labels only the labelled positions get logits; the loss is the full-vocabulary one all the same."""
+    model = tiny[0].eval()  # no dropout: the two forwards must see the same network
+    labels = mixed_batch["labels"]
+    out = model(**mixed_batch)
+    full = model(**{k: v for k, v in mixed_batch.items() if k != "labels"}).logits  # (B, L, V)
+    assert full.shape[:2] == labels.shape
+    targets = labels[:, 1:].masked_fill(mixed_batch["input_ids"][:, 1:] == model.config.image_token_id, -100)
+    expected = torch.nn.functional.cross_entropy(full[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    assert 0 < len(out.logit_positions) < labels.shape[1] - 1
+    assert torch.allclose(out.loss, expected, atol=1e-5)
+    assert torch.allclose(out.logits, full[:, out.logit_positions], atol=1e-5)
 
 
 def test_video_features_match_the_placeholders(tiny, mixed_batch):
