@@ -10,6 +10,7 @@ import pytest
 
 from videopanda.data.decode import find_video_file, read_video_frames
 from videopanda.data.synth import (
+    BACKGROUND,
     ANSWER_SETS,
     COARSE_TYPE,
     CONTAINERS,
@@ -99,8 +100,8 @@ def test_every_video_decodes_in_every_container_and_aspect(dataset):
 
 
 def _foreground(frames: np.ndarray) -> np.ndarray:
-    """(T, H, W) bool: pixels clearly brighter than the black background."""
-    return frames.astype(int).sum(-1) > 150
+    """(T, H, W) bool: pixels clearly away from the grey background."""
+    return np.abs(frames.astype(int) - np.array(BACKGROUND)).sum(-1) > 120
 
 
 def _dominant_colour(pixels: np.ndarray) -> str:
@@ -114,7 +115,7 @@ def _shape_and_size(mask: np.ndarray) -> tuple[str, str]:
     box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
     fill = mask.sum() / box  # square ~1, circle ~pi/4, triangle ~1/2
     shape = "square" if fill > 0.9 else "circle" if fill > 0.65 else "triangle"
-    size = "big" if mask.sum() > 0.07 * min(mask.shape) ** 2 else "small"
+    size = "big" if mask.sum() > 0.1 * min(mask.shape) ** 2 else "small"  # small <= 0.08, big >= 0.115
     return shape, size
 
 
