@@ -106,3 +106,15 @@ def test_naming_every_option_is_not_an_answer():
     accuracy = accuracy_by_type(predictions, {"a": "direction", "b": "direction", "c": "order"})
     assert accuracy["direction"] == 0.5 and accuracy["order"] == 0.0
     assert rule_match("up", "The object moves up or down")  # what the plain rule would have counted
+
+
+def test_cli_help_states_the_config_defaults():
+    """The CLI keeps the parser import-light, so its help repeats two defaults: they must stay true."""
+    from videopanda.cli import build_parser
+
+    parser = build_parser()
+    [quickstart] = [p for a in parser._subparsers._group_actions for n, p in a.choices.items() if n == "quickstart"]
+    text = " ".join(quickstart.format_help().split())
+    defaults = QuickstartConfig()
+    assert f"held-out videos (default {defaults.num_test})" in text
+    assert f"judged by the local LLM judge (default {defaults.judge_items})" in text
