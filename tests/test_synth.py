@@ -10,8 +10,8 @@ import pytest
 
 from videopanda.data.decode import find_video_file, read_video_frames
 from videopanda.data.synth import (
-    BACKGROUND,
     ANSWER_SETS,
+    BACKGROUND,
     COARSE_TYPE,
     CONTAINERS,
     COUNT_WORDS,

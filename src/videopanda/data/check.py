@@ -160,7 +160,7 @@ def _plan_training_file(path: Path, root: Path, report: CheckReport, plan: _Plan
             continue
         if parsed.media is None:
             continue  # a text-only sample
-        media = train_root / parsed.media  # where training looks (its media_root is DATA_ROOT/train)
+        media = parsed.video or parsed.image  # resolved against DATA_ROOT/train, as training does
         if not media.is_file() and (root / parsed.media).is_file():
             reason = f"{parsed.media!r} is relative to DATA_ROOT; training resolves media against DATA_ROOT/train"
             _add_problem(report, plan, "missing", item.source, str(media), reason)
