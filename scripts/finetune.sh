@@ -15,9 +15,9 @@
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 
-DATA=()  # without DATA_ROOT, the config's own data paths
+DATA=()  # without DATA_ROOT, the config's data paths as written
 if [[ -n "${DATA_ROOT:-}" ]]; then
-    DATA=("data.annotation_files=[$DATA_ROOT/train/train_json/videochatgpt_tune_.json]" "data.media_root=$DATA_ROOT/train")
+    DATA=(--data-root "$DATA_ROOT")  # fills the config's own DATA_ROOT/... paths
 fi
 exec scripts/launch.sh "${CONFIG:-configs/finetune.yaml}" \
     ${DATA[@]+"${DATA[@]}"} \

@@ -9,7 +9,7 @@ from torch import nn
 
 from conftest import REPO_ROOT
 from videopanda.config import ConfigError
-from videopanda.train.config import TrainConfig, load_train_config
+from videopanda.train.config import TrainConfig, load_train_config, with_data_root
 from videopanda.train.stages import STAGES, apply_stage, get_stage, group_learning_rates, param_groups
 
 SHIPPED = sorted((REPO_ROOT / "configs").glob("*.yaml")) + sorted((REPO_ROOT / "configs" / "small").glob("*.yaml"))
@@ -126,3 +126,20 @@ def test_launch_scripts_parse_and_name_their_config(stage):
     text = script.read_text()
     assert f"configs/{stage}.yaml" in text and "scripts/launch.sh" in text and "#SBATCH --nodes=16" in text
     assert (REPO_ROOT / f"configs/{stage}.yaml").is_file()
+
+
+@pytest.mark.parametrize("stage, annotations", [
+    ("prealign", "valley_.json"), ("pretrain", "valley_.json"), ("finetune", "videochatgpt_tune_.json"),
+])
+def test_data_root_fills_each_release_config_with_its_own_files(stage, annotations):
+    config = load_train_config(REPO_ROOT / f"configs/{stage}.yaml", data_root="/data/vp")
+    assert config.data.annotation_files == [f"/data/vp/train/train_json/{annotations}"]
+    assert config.data.media_root == "/data/vp/train"
+    assert "--data-root" in (REPO_ROOT / f"scripts/{stage}.sh").read_text()  # the launcher passes DATA_ROOT on
+
+
+def test_data_root_leaves_paths_without_the_placeholder():
+    config = load_train_config(REPO_ROOT / "configs/small/prealign.yaml")
+    assert with_data_root(config, "/data/vp").data == config.data
+    placed = with_data_root(load_train_config(overrides=["data.media_root=DATA_ROOTS/x", "data.image_root=DATA_ROOT"]), "/d")
+    assert (placed.data.media_root, placed.data.image_root) == ("DATA_ROOTS/x", "DATA_ROOT")

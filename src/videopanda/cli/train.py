@@ -1,6 +1,7 @@
 """`videopanda train`: run one training stage, or several in sequence.
 
     videopanda train --config configs/small/prealign.yaml [key=value ...]
+    videopanda train --config configs/prealign.yaml --data-root /data/videopanda   # fills DATA_ROOT/...
     videopanda train --stages prealign,pretrain,finetune --config-dir configs/small [key=value ...]
 
 Under several processes, launch it with ``torchrun`` (see ``scripts/*.sh``).
@@ -19,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--config", help="one stage's YAML config")
     source.add_argument("--stages", help="comma-separated stages to chain, e.g. prealign,pretrain,finetune")
     parser.add_argument("--config-dir", default="configs", help="with --stages: directory holding <stage>.yaml")
+    parser.add_argument("--data-root", metavar="DIR",
+                        help="the seed's data directory: replaces the leading DATA_ROOT of the config's data paths")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-4")
     parser.set_defaults(func=_run)
 
@@ -28,9 +31,10 @@ def _run(args: argparse.Namespace) -> int:
     from videopanda.train.run import run_stages, train_stage
 
     if args.config:
-        output = train_stage(load_train_config(args.config, args.overrides))
+        output = train_stage(load_train_config(args.config, args.overrides, args.data_root))
     else:
-        output = run_stages([s.strip() for s in args.stages.split(",") if s.strip()], args.config_dir, args.overrides)
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        output = run_stages(stages, args.config_dir, args.overrides, args.data_root)
     if _is_main_process():
         print(output)
     return 0

@@ -9,7 +9,7 @@ the stage and may override its learning rates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,11 +127,37 @@ def _as_float(value: Any, key: str) -> float:
     raise ValueError(f"{key}: expected a float, got {value!r}")
 
 
-def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """A validated :class:`TrainConfig` from YAML + ``key=value`` overrides (``ConfigError`` names bad keys)."""
-    return load_config(TrainConfig, path, overrides)
+def load_train_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, data_root: str | Path | None = None
+) -> TrainConfig:
+    """A validated :class:`TrainConfig` from YAML + ``key=value`` overrides (``ConfigError`` names bad keys).
+
+    ``data_root`` replaces the leading ``DATA_ROOT`` of the data paths (see :func:`with_data_root`).
+    """
+    config = load_config(TrainConfig, path, overrides)
+    return config if data_root is None else with_data_root(config, data_root)
+
+
+DATA_ROOT = "DATA_ROOT"  # the release configs' placeholder for the seed's data directory
+
+
+def with_data_root(config: TrainConfig, data_root: str | Path) -> TrainConfig:
+    """``config`` with the leading ``DATA_ROOT/`` of its data paths replaced by ``data_root``.
+
+    The release configs name their data as ``DATA_ROOT/train/...``, each stage its own files,
+    so one directory places every stage; paths without the placeholder are kept.
+    """
+    def place(path: str | None) -> str | None:
+        head, _, rest = (path or "").partition("/")
+        return str(Path(data_root) / rest) if head == DATA_ROOT and rest else path
+
+    data = config.data
+    placed = replace(data, annotation_files=[place(p) for p in data.annotation_files],
+                     media_root=place(data.media_root), image_root=place(data.image_root))
+    return replace(config, data=placed)
 
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelInit", "OptimConfig", "TeacherConfig", "TrainConfig", "load_train_config",
+    "with_data_root",
 ]

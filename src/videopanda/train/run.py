@@ -191,13 +191,15 @@ def train_stage(config: TrainConfig) -> Path:
     return Path(config.output_dir)
 
 
-def run_stages(stages: list[str], config_dir: str | Path, overrides: list[str] | None = None) -> Path:
+def run_stages(
+    stages: list[str], config_dir: str | Path, overrides: list[str] | None = None, data_root: str | Path | None = None
+) -> Path:
     """Run ``stages`` in order from ``config_dir/<stage>.yaml``, each starting from the previous output."""
     output = None
     for stage in stages:
         path = Path(config_dir) / f"{stage}.yaml"
         stage_overrides = list(overrides or []) + ([f"model.init={output}"] if output is not None else [])
-        config = load_train_config(path, stage_overrides)
+        config = load_train_config(path, stage_overrides, data_root)
         if config.stage != stage:
             raise ValueError(f"{path} is a {config.stage} config, expected stage {stage}")
         output = train_stage(config)
