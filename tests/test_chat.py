@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from videopanda.cli.chat import prompt_template
+from videopanda.eval.predict import model_template
 from videopanda.data.decode import find_video_file
 from videopanda.data.synth import QA_DIR
 
@@ -77,9 +77,11 @@ def test_chat_answers_turn_after_turn_under_a_pseudo_terminal(quickstart_dir):
         os.close(primary)
 
 
-def test_prompt_template_follows_the_training_config(tmp_path):
-    assert prompt_template(tmp_path) == "vicuna_v1_eval"  # no training config: the release's evaluation form
+def test_model_template_reads_what_the_directory_records(tmp_path):
+    assert model_template(tmp_path) == "vicuna_v1_eval"  # nothing recorded: the release's evaluation form
     (tmp_path / "train_config.yaml").write_text("data:\n  template: vicuna_v1\n")
-    assert prompt_template(tmp_path) == "vicuna_v1_eval"
+    assert model_template(tmp_path) == "vicuna_v1_eval"  # an older directory: its training config
     (tmp_path / "train_config.yaml").write_text("data:\n  template: chat_template\n")
-    assert prompt_template(tmp_path) == "chat_template"
+    assert model_template(tmp_path) == "chat_template"
+    (tmp_path / "config.json").write_text('{"model_type": "videopanda", "prompt_template": "vicuna_v1_eval"}')
+    assert model_template(tmp_path) == "vicuna_v1_eval"  # the model's config wins

@@ -22,7 +22,8 @@ def _read_jsonl(path):
 
 def test_results_json_has_the_documented_schema(quickstart_dir):
     results = json.loads((quickstart_dir / "results.json").read_text())
-    assert set(results) == {"wall_seconds", "chance", "accuracy"}
+    assert set(results) == {"wall_seconds", "precision", "chance", "accuracy"}
+    assert results["precision"]["dtype"] in ("float32", "bfloat16") and results["precision"]["reason"]
     assert results["wall_seconds"] > 0
     assert set(results["accuracy"]) == set(ROWS)
     for row in (results["chance"], *results["accuracy"].values()):
@@ -53,13 +54,13 @@ def test_report_plots_and_judge_are_written(quickstart_dir):
 
 
 def test_final_model_loads_and_answers_with_its_training_template(quickstart_dir):
-    from videopanda.cli.chat import prompt_template
     from videopanda.data.decode import find_video_file
-    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor, model_template
 
     model_dir = quickstart_dir / "model"
-    assert prompt_template(model_dir) == "chat_template"
-    predictor = VideoPandaPredictor.from_pretrained(model_dir, GenerationConfig(max_new_tokens=6, template="chat_template"))
+    assert model_template(model_dir) == "chat_template"
+    precision = json.loads((quickstart_dir / "results.json").read_text())["precision"]["dtype"]
+    predictor = VideoPandaPredictor.from_pretrained(model_dir, GenerationConfig(max_new_tokens=6), dtype=precision)
     assert predictor.model.config.image_size == QuickstartConfig().model["image_size"]
     question = json.loads((quickstart_dir / "data" / QA_DIR / "test_q.json").read_text())[0]
     video = find_video_file(quickstart_dir / "data" / QA_DIR / "videos", question["video_name"])

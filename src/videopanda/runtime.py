@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
+# torch is imported where it is used: the CLI's parsers read DTYPE_CHOICES and must stay import-light.
 logger = logging.getLogger(__name__)
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
@@ -38,6 +41,8 @@ def canonical_dtype_name(name: str) -> str:
 
 def cpu_capability() -> str:
     """What PyTorch's CPU kernels were dispatched for: ``AVX2``, ``AVX512``, ``AVX512_AMX`` (x86), ..."""
+    import torch
+
     try:
         return str(torch.backends.cpu.get_cpu_capability())
     except (AttributeError, RuntimeError):  # older builds, non-x86
@@ -51,6 +56,8 @@ def cpu_has_fast_bf16(capability: str | None = None) -> bool:
 
 def resolve_device(device: str = "cpu") -> torch.device:
     """``cpu``, ``cuda``, ``cuda:1``, ``auto`` (CUDA when present) -> a device that exists, or a ``DeviceError``."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -77,6 +84,8 @@ class Precision:
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        import torch
+
         return getattr(torch, self.dtype)
 
     @property
@@ -90,6 +99,8 @@ class Precision:
 
 def resolve_precision(requested: str = "auto", device: str | torch.device = "cpu") -> Precision:
     """The precision to compute in on ``device``; ``auto`` picks the fastest one that is not a downgrade."""
+    import torch
+
     requested = canonical_dtype_name(requested)
     device_type = torch.device(device).type
     capability = cpu_capability()

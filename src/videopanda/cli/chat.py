@@ -1,9 +1,8 @@
 """``videopanda chat`` (multi-turn, in the terminal) and ``videopanda ask`` (one answer) about a video.
 
 Both run ``eval.predict.VideoPandaPredictor``: deterministic preprocessing,
-greedy decoding. The prompt template is the one the model was trained with
-(``data.template`` of the ``train_config.yaml`` that training saves beside the
-model; the release's evaluation form ``vicuna_v1_eval`` when there is none).
+greedy decoding, the precision policy of ``runtime`` (``--dtype auto``), and the
+prompt template the model directory records (``eval.predict.model_template``).
 """
 
 from __future__ import annotations
@@ -15,11 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-import yaml
+from videopanda.runtime import DTYPE_CHOICES
 
-DEFAULT_TEMPLATE = "vicuna_v1_eval"
-# A model trained with the release's template is prompted with its evaluation form.
-EVAL_FORM = {"vicuna_v1": "vicuna_v1_eval"}
 QUIT_COMMANDS = ("/quit", "/exit")
 RESET_COMMAND = "/reset"
 
@@ -39,21 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, metavar="DIR", help="a trained Video-Panda model directory")
     parser.add_argument("--video", type=Path, required=True, metavar="FILE")
-    parser.add_argument("--template", help="prompt template (default: the one the model was trained with)")
+    parser.add_argument("--template", help="prompt template (default: the one the model directory records)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--device", default="cpu")
-
-
-def prompt_template(model_dir: str | Path) -> str:
-    """The template a model directory was trained with (its ``train_config.yaml``), in its evaluation form."""
-    path = Path(model_dir) / "train_config.yaml"
-    if not path.is_file():
-        return DEFAULT_TEMPLATE
-    try:
-        template = (yaml.safe_load(path.read_text()) or {}).get("data", {}).get("template")
-    except (yaml.YAMLError, AttributeError) as err:
-        raise ValueError(f"{path} is not a training config: {err}") from err
-    return EVAL_FORM.get(template, template) if template else DEFAULT_TEMPLATE
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                        help="precision (default auto: bfloat16 only where it is faster than float32)")
 
 
 def load_predictor(args: argparse.Namespace):
@@ -61,9 +47,8 @@ def load_predictor(args: argparse.Namespace):
 
     if not args.video.is_file():
         raise SystemExit(f"video {args.video} not found")
-    template = args.template or prompt_template(args.model)
-    config = GenerationConfig(max_new_tokens=args.max_new_tokens, template=template, batch_size=1)
-    return VideoPandaPredictor.from_pretrained(args.model, config, device=args.device)
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, template=args.template, batch_size=1)
+    return VideoPandaPredictor.from_pretrained(args.model, config, device=args.device, dtype=args.dtype)
 
 
 def _run_ask(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ import logging
 import os
 from pathlib import Path
 
+from videopanda.runtime import DTYPE_CHOICES
+
 logger = logging.getLogger(__name__)
 
 
@@ -43,9 +45,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-id", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--template", default="vicuna_v1_eval", help="conversation template of the prompts")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--template", help="conversation template of the prompts (default: the one the model records)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
+    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                   help="precision (default auto: bfloat16 on CUDA, on CPUs only where it is faster than float32)")
     p.set_defaults(func=run_command)
 
 
@@ -78,15 +81,14 @@ def _questions(args: argparse.Namespace):
 
 
 def run_command(args: argparse.Namespace) -> int:
-    import torch
-
     from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
-    from videopanda.eval.run import merge_shards, run_shard
+    from videopanda.eval.run import merge_shards, record_run_settings, run_shard
 
     questions, video_dir = _questions(args)
     output_dir = args.output_dir or Path(video_dir).parent / args.model_dir.name
     config = GenerationConfig(args.max_new_tokens, args.template, args.batch_size)
-    predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device, getattr(torch, args.dtype))
+    predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device, args.dtype)
+    record_run_settings(output_dir, args.model_dir, predictor)
     summary = run_shard(questions, video_dir, predictor, output_dir, args.num_shards, args.shard_id)
     logger.info("shard %d/%d: %s", args.shard_id, args.num_shards, summary)
     if args.num_shards == 1:

@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from videopanda.runtime import DTYPE_CHOICES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``videopanda quickstart`` to the top-level parser."""
@@ -28,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-test", type=int, help="held-out videos (default 60)")
     parser.add_argument("--judge-items", type=int, help="final answers judged by the local LLM judge (default 12)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                        help="precision (default auto: bfloat16 only on CPUs where it is faster than float32)")
     parser.set_defaults(func=_run)
 
 
@@ -37,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from videopanda.quickstart import QuickstartConfig, run_quickstart
 
-    config = QuickstartConfig(out=str(args.out), seed=args.seed,
+    config = QuickstartConfig(out=str(args.out), seed=args.seed, dtype=args.dtype,
                               teacher=None if args.teacher is None else str(args.teacher), threads=args.threads)
     if args.num_test is not None:
         config = replace(config, num_test=args.num_test)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from videopanda.runtime import DTYPE_CHOICES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``serve`` to the top-level parser."""
@@ -12,12 +14,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a Video-Panda model directory, a chat LLM directory, or 'smollm2' (default)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                   help="precision of a Video-Panda model (default auto: bfloat16 only where it is faster)")
+    p.add_argument("--template", help="prompt template of a Video-Panda model (default: the one it records)")
     p.set_defaults(func=serve_command)
 
 
 def serve_command(args: argparse.Namespace) -> int:
     from videopanda.eval.serve import load_chat_model, serve
 
-    serve(load_chat_model(args.model, args.device), args.host, args.port)
+    serve(load_chat_model(args.model, args.device, args.dtype, args.template), args.host, args.port)
     return 0

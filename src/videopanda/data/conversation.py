@@ -185,3 +185,14 @@ def get_template(name: str, system: str | None = None) -> Template:
         raise ValueError(f"unknown conversation template {name!r} (known: {', '.join(TEMPLATES)})")
     template = TEMPLATES[name]
     return template if system is None else replace(template, system=system)
+
+
+# A model trained with the release's template is prompted with its evaluation form (the release's eval scripts).
+_INFERENCE_FORM = {"vicuna_v1": "vicuna_v1_eval"}
+RELEASE_INFERENCE_TEMPLATE = "vicuna_v1_eval"
+
+
+def inference_template(training_template: str) -> str:
+    """The template to prompt a model with, given the one it was trained with."""
+    get_template(training_template)  # unknown names fail here, with the known ones listed
+    return _INFERENCE_FORM.get(training_template, training_template)

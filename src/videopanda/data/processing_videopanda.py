@@ -71,6 +71,7 @@ class VideoPandaProcessor:
         self.tokenizer = tokenizer
         self.config = config
         self.template = get_template(template, system)
+        self.template_name = template
         self.max_length = max_length
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         if self.image_token_id in (None, tokenizer.unk_token_id):

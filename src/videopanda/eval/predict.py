@@ -1,56 +1,116 @@
 """Batched greedy inference: Video-Panda answers about videos, and plain chat with a causal LM.
 
-``VideoPandaPredictor`` is the one inference path of ``eval run``, ``serve``
-and chat: deterministic preprocessing (no flip), left-padded batches,
-greedy decoding cut at the template's end-of-turn marker. ``ChatLLM`` runs a
-plain chat model (the local judge and the plain-LLM server).
+``VideoPandaPredictor`` is the one inference path of ``eval run``, ``serve``,
+``ask``/``chat`` and the quickstart's evaluation: deterministic preprocessing
+(no flip), left-padded batches, greedy decoding cut at the template's
+end-of-turn marker, weights in the run's precision (``runtime.resolve_precision``:
+the same model, input and precision give the same answer on every path), and
+the prompt template the model directory records (``model_template``).
+``ChatLLM`` runs a plain chat model (the local judge and the plain-LLM server).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+import yaml
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from videopanda.data.conversation import Turn
+from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, Turn, inference_template
 from videopanda.data.decode import read_video_frames
 from videopanda.data.processing_videopanda import VideoPandaProcessor
 from videopanda.data.transform import VisualInputs, preprocess_frames
+from videopanda.runtime import Precision, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
+TRAIN_CONFIG_NAME = "train_config.yaml"  # written by training beside the model (train.run.CONFIG_NAME)
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
     max_new_tokens: int = 1024  # the release's limit
-    template: str = "vicuna_v1_eval"  # the release's evaluation prompt form
+    template: str | None = None  # None: the one the model records (``model_template``)
     batch_size: int = 4
 
 
-class VideoPandaPredictor:
-    """(video file, question) pairs -> answers; ``load_video`` raises ``VideoDecodeError`` for a bad file."""
+def model_template(model_dir: str | Path, config: PretrainedConfig | None = None) -> str:
+    """The template a model directory is prompted with: its config's ``prompt_template``, else the
+    evaluation form of its ``train_config.yaml``'s ``data.template`` (older directories), else the release's."""
+    recorded = getattr(config, "prompt_template", None) if config is not None else _config_template(model_dir)
+    if recorded:
+        return recorded
+    path = Path(model_dir) / TRAIN_CONFIG_NAME
+    if not path.is_file():
+        return RELEASE_INFERENCE_TEMPLATE
+    try:
+        template = (yaml.safe_load(path.read_text()) or {}).get("data", {}).get("template")
+    except (yaml.YAMLError, AttributeError) as err:
+        raise ValueError(f"{path} is not a training config: {err}") from err
+    return inference_template(template) if template else RELEASE_INFERENCE_TEMPLATE
 
-    def __init__(self, model: PreTrainedModel, processor: VideoPandaProcessor, config: GenerationConfig) -> None:
+
+def _config_template(model_dir: str | Path) -> str | None:
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("prompt_template")
+
+
+class VideoPandaPredictor:
+    """(video file, question) pairs -> answers; ``load_video`` raises ``VideoDecodeError`` for a bad file.
+
+    ``precision`` is recorded for the outputs; the model's weights are already in its dtype.
+    """
+
+    def __init__(
+        self, model: PreTrainedModel, processor: VideoPandaProcessor, config: GenerationConfig,
+        precision: Precision | None = None,
+    ) -> None:
         self.model = model.eval()
         self.processor = processor
         self.config = config
+        self.precision = precision or resolve_precision(str(model.dtype).removeprefix("torch."), model.device)
 
     @classmethod
     def from_pretrained(
         cls, model_dir: str | Path, config: GenerationConfig = GenerationConfig(),
-        device: str = "cpu", dtype: torch.dtype = torch.float32,
+        device: str = "cpu", dtype: str = "auto",
     ) -> VideoPandaPredictor:
-        """A trained model directory (``save_pretrained`` + tokenizer, as training writes it)."""
+        """A trained model directory (``save_pretrained`` + tokenizer, as training writes it).
+
+        ``dtype``: ``auto`` (``runtime.resolve_precision``), ``float32``, ``bfloat16`` or ``float16``.
+        """
         from videopanda.model.llm import load_tokenizer
         from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 
-        model = VideoPandaForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
-        processor = VideoPandaProcessor(load_tokenizer(model_dir), model.config, template=config.template)
-        return cls(model, processor, config)
+        target = resolve_device(device)
+        precision = resolve_precision(dtype, target)
+        model = VideoPandaForCausalLM.from_pretrained(model_dir, dtype=precision.torch_dtype).to(target)
+        template = config.template or model_template(model_dir, model.config)
+        processor = VideoPandaProcessor(load_tokenizer(model_dir), model.config, template=template)
+        return cls(model, processor, config, precision)
+
+    @classmethod
+    def for_model(
+        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: GenerationConfig,
+        precision: Precision,
+    ) -> VideoPandaPredictor:
+        """A predictor around an in-memory model (the quickstart's), answering as ``from_pretrained`` of its
+        saved directory would: a copy in ``precision`` when the model's weights are in another dtype."""
+        if model.dtype != precision.torch_dtype:
+            model = copy.deepcopy(model).to(precision.torch_dtype)
+        template = config.template or model_template("", model.config)
+        return cls(model, VideoPandaProcessor(tokenizer, model.config, template=template), config, precision)
+
+    @property
+    def template(self) -> str:
+        return self.processor.template_name
 
     @property
     def batch_size(self) -> int:

@@ -5,6 +5,7 @@ Files in ``output_dir`` (the release's names):
     missing_{N}_{i}.jsonl   shard i's questions whose video is missing or unreadable ``{id, video_name, reason}``
     merge.jsonl             all shards in question order (after ``merge_shards``)
     missing.jsonl           all shards' missing/unreadable questions
+    run_settings.json       model, template, precision and decoding the answers were made with
 
 Questions and answers are paired by ``question_id`` (not by list position).
 A rerun skips the ids already in its shard file; missing videos are retried.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 MERGE_FILE = "merge.jsonl"
 MISSING_FILE = "missing.jsonl"
+SETTINGS_FILE = "run_settings.json"
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,35 @@ def run_shard(
         logger.warning("shard %d: %d questions have a missing or unreadable video, listed in %s",
                        shard_id, len(missing), missing_path)
     return ShardSummary(len(shard), len(done) + new, new, len(missing))
+
+
+def record_run_settings(output_dir: str | Path, model_dir: str | Path, predictor: Any) -> dict[str, Any]:
+    """Write what the answers depend on to ``run_settings.json``; refuse to resume under other settings.
+
+    Shards and reruns append to the same files, so answers made under another
+    template, precision or token limit would be mixed silently.
+    """
+    settings = {
+        "model": str(Path(model_dir).resolve()),
+        "template": predictor.template,
+        "precision": predictor.precision.as_dict(),
+        "max_new_tokens": predictor.config.max_new_tokens,
+        "num_frames": predictor.model.config.num_frames,
+    }
+    path = Path(output_dir) / SETTINGS_FILE
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in ("model", "template", "max_new_tokens", "num_frames") if before.get(k) != settings[k])
+        if before.get("precision", {}).get("dtype") != settings["precision"]["dtype"]:
+            changed.append("precision")
+        if changed:
+            raise ValueError(f"{output_dir} holds answers made with other {', '.join(changed)} ({path}): "
+                             "use another --output-dir or the same settings")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")  # shards start together: replace, never half-write
+    partial.write_text(json.dumps(settings, indent=1) + "\n")
+    os.replace(partial, path)
+    return settings
 
 
 def merge_shards(output_dir: str | Path, questions: Sequence[QAQuestion], num_shards: int) -> dict[str, int]:

@@ -36,6 +36,7 @@ class VideoPandaConfig(PretrainedConfig):
         teacher_hidden_size: int = 1024,
         distill_layer_rate: int = 4,
         distill_num_heads: int = 8,
+        prompt_template: str | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(text_config, dict):
@@ -59,6 +60,8 @@ class VideoPandaConfig(PretrainedConfig):
         self.teacher_hidden_size = teacher_hidden_size
         self.distill_layer_rate = distill_layer_rate
         self.distill_num_heads = distill_num_heads
+        # The template inference prompts with (``data.conversation``): recorded by training and ``convert``.
+        self.prompt_template = prompt_template
         super().__init__(**kwargs)
         self._validate_geometry()
 

@@ -34,6 +34,7 @@ from torch import Tensor
 from tqdm import tqdm
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
+from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE
 from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig
 from videopanda.model.convert import check_keys, ours_to_release, release_to_ours
 from videopanda.model.distill import selected_layer_indices
@@ -74,6 +75,7 @@ def load_release_checkpoint(
     model = VideoPandaForCausalLM.from_pretrained(None, config=config, state_dict=converted.model, dtype=dtype)
     resize_for_tokenizer(model.language_model, tokenizer)
     model.config.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    model.config.prompt_template = RELEASE_INFERENCE_TEMPLATE  # the release's eval scripts prompt in this form
     logger.info("loaded release checkpoint %s (%d LLM layers, STAB width %d, teacher %s)", directory,
                 config.text_config.num_hidden_layers, config.stab_hidden_size, "kept" if converted.teacher else "absent")
     return model, converted.teacher or None

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from videopanda.runtime import canonical_dtype_name
+
 STAGE_NAMES = ("prealign", "pretrain", "finetune")
 
 # SmolLM2's ChatML without its default 16-token system line: the quickstart's prompts
@@ -57,13 +59,14 @@ class QuickstartConfig:
     eval_batch_size: int = 16
     max_new_tokens: int = 6  # answers are one word
     judge_items: int = 12  # held-out answers of the final model judged by the local LLM judge (0: none)
-    bf16: bool = True  # CPU bfloat16 autocast in training and generation (weights stay float32)
+    dtype: str = "auto"  # runtime.resolve_precision: training autocast and evaluation weights
     threads: int | None = None  # torch CPU threads (None: torch's default)
 
     def __post_init__(self) -> None:
         missing = set(STAGE_NAMES) - set(self.stages)
         if missing:
             raise ValueError(f"quickstart stages lack settings for {sorted(missing)}")
+        canonical_dtype_name(self.dtype)  # a ValueError naming the choices
         if self.num_test < 1 or self.num_train < 1:
             raise ValueError(f"need num_train >= 1 and num_test >= 1, got {self.num_train}, {self.num_test}")
 

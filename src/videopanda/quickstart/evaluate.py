@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from videopanda.data.synth import ANSWER_SETS, COARSE_TYPE, PALETTE
 from videopanda.eval.jsonl import read_jsonl
 from videopanda.eval.judge.rule_backend import normalise, rule_match
@@ -61,18 +59,15 @@ def accuracy_by_type(predictions: Sequence[dict], types: dict[str, str]) -> dict
     return {key: sum(values) / len(values) for key, values in sorted(hits.items())}
 
 
-def evaluate_qa(
-    predictor: VideoPandaPredictor, qa_set: QASet, output_dir: str | Path, bf16: bool = False
-) -> dict[str, float]:
+def evaluate_qa(predictor: VideoPandaPredictor, qa_set: QASet, output_dir: str | Path) -> dict[str, float]:
     """Answer every question (``output_dir/merge.jsonl``) and score it with the rule-based match.
 
-    ``bf16``: generate under CPU bfloat16 autocast (the model's weights stay float32).
+    The predictor is the one ``eval run`` and ``ask`` use, in its own precision: same answers.
     """
     output_dir = Path(output_dir)
     shutil.rmtree(output_dir, ignore_errors=True)  # the eval run resumes from old answers: start afresh
     questions = qa_set.questions
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # ~3x faster generation on AMX/AVX512 CPUs
-        summary = run_shard(questions, qa_set.video_dir, predictor, output_dir)
+    summary = run_shard(questions, qa_set.video_dir, predictor, output_dir)
     if summary.missing:
         raise ValueError(f"{summary.missing} held-out videos of {qa_set.directory} are missing or unreadable")
     merge_shards(output_dir, questions, num_shards=1)

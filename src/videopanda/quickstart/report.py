@@ -22,10 +22,12 @@ class QuickstartResults:
     losses: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # stage -> Trainer log entries
     judge: dict | None = None  # the local judge's summary on the final model
     seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per phase
+    precision: dict[str, str] = field(default_factory=dict)  # runtime.Precision.as_dict() of the run
 
     def to_json(self) -> dict:
-        """The documented schema: ``{"wall_seconds", "chance", "accuracy"}``."""
-        return {"wall_seconds": round(self.wall_seconds, 1), "chance": _ordered(self.chance),
+        """The documented schema: ``{"wall_seconds", "precision", "chance", "accuracy"}``."""
+        return {"wall_seconds": round(self.wall_seconds, 1), "precision": self.precision,
+                "chance": _ordered(self.chance),
                 "accuracy": {row: _ordered(_types_only(self.accuracy[row])) for row in ROWS if row in self.accuracy}}
 
 

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.quickstart.config import QuickstartConfig
+from videopanda.runtime import Precision
 from videopanda.train.config import DataConfig, ModelInit, OptimConfig, TeacherConfig, TrainConfig
 from videopanda.train.run import assemble_stage, training_arguments
 from videopanda.train.stages import get_stage, group_learning_rates
@@ -25,7 +26,9 @@ CAPTIONS = "train_json/valley_synth.json"
 INSTRUCTIONS = "train_json/videochatgpt_synth.json"
 
 
-def stage_config(config: QuickstartConfig, stage: str, train_root: Path, runs_dir: Path) -> TrainConfig:
+def stage_config(
+    config: QuickstartConfig, stage: str, train_root: Path, runs_dir: Path, precision: Precision
+) -> TrainConfig:
     """The ``TrainConfig`` of one quickstart stage (captions for prealign/pretrain, QA for finetune)."""
     settings = config.stages[stage]
     annotations = INSTRUCTIONS if stage == "finetune" else CAPTIONS
@@ -39,7 +42,7 @@ def stage_config(config: QuickstartConfig, stage: str, train_root: Path, runs_di
         optim=OptimConfig(lr=settings.lr, group_lr={"visual": settings.visual_lr}, warmup_ratio=settings.warmup_ratio),
         per_device_batch_size=settings.batch_size,
         max_steps=settings.steps,
-        precision="bf16" if config.bf16 else "fp32",
+        precision=precision.trainer_name,
         gradient_checkpointing=False,
         logging_steps=max(1, min(5, settings.steps // 10)),
         save_steps=max(1, settings.steps),

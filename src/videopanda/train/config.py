@@ -16,7 +16,8 @@ from typing import Any, Literal
 from videopanda.config import ConfigError, load_config
 
 StageName = Literal["prealign", "pretrain", "finetune"]
-Precision = Literal["bf16", "fp16", "fp32"]
+# "auto": runtime.resolve_precision (bf16 on CUDA and AMX CPUs, fp32 elsewhere); the saved config records the choice.
+Precision = Literal["auto", "bf16", "fp16", "fp32", "bfloat16", "float16", "float32"]
 Distributed = Literal["ddp", "fsdp", "deepspeed"]
 
 
@@ -98,7 +99,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     num_epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides num_epochs
-    precision: Precision = "bf16"
+    precision: Precision = "auto"
     gradient_checkpointing: bool = True
     distributed: Distributed = "ddp"
     deepspeed: str | None = None  # DeepSpeed JSON (distributed: deepspeed)

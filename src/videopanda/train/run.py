@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -21,10 +21,12 @@ from transformers import PreTrainedTokenizerBase, TrainingArguments, set_seed
 
 from videopanda.config import save_config
 from videopanda.data.collator import VideoPandaCollator
+from videopanda.data.conversation import inference_template
 from videopanda.data.dataset import VideoLLaVADataset, load_annotations
 from videopanda.data.processing_videopanda import VideoPandaProcessor
 from videopanda.model.llm import load_llm, load_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+from videopanda.runtime import resolve_precision
 from videopanda.train.config import ModelInit, TrainConfig, load_train_config
 from videopanda.train.stages import StageRule, apply_stage, get_stage, group_learning_rates
 from videopanda.train.teacher_source import build_teacher_source
@@ -64,8 +66,16 @@ def load_model(init: ModelInit) -> tuple[VideoPandaForCausalLM, PreTrainedTokeni
     return model, tokenizer
 
 
+def resolve_training_precision(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``precision`` resolved for this machine (``auto`` -> bf16 or fp32), as it is saved."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return replace(config, precision=resolve_precision(config.precision, device).trainer_name)
+
+
 def training_arguments(config: TrainConfig, rule: StageRule, rates: dict[str, float]) -> TrainingArguments:
     """The Trainer's arguments for this stage: everything the engine does itself."""
+    if config.precision not in ("bf16", "fp16", "fp32"):
+        raise ValueError(f"precision {config.precision!r} is unresolved: call resolve_training_precision first")
     warmup = rule.warmup_ratio if config.optim.warmup_ratio is None else config.optim.warmup_ratio
     return TrainingArguments(
         output_dir=config.output_dir,
@@ -126,7 +136,8 @@ def build_dataset(
 
 
 def setup_stage(config: TrainConfig) -> StageSetup:
-    """Everything a stage needs, ready for ``trainer.train()``."""
+    """Everything a stage needs, ready for ``trainer.train()`` (``config.precision`` resolved)."""
+    config = resolve_training_precision(config)
     rule = get_stage(config.stage)
     rates = group_learning_rates(rule, config.optim.lr, config.optim.group_lr)
     args = training_arguments(config, rule, rates)  # sets up the process group under torchrun
@@ -150,6 +161,7 @@ def assemble_stage(
     if config.teacher.enabled and not distilling:
         logger.info("stage %s does not distill: teacher settings ignored", rule.name)
     trainable = apply_stage(model, rule, distilling)
+    model.config.prompt_template = inference_template(config.data.template)  # saved with the model
     modules = sorted({name.split(".")[0] for name in trainable})
     logger.info("stage %s trains %d of %d parameter tensors (%s)", rule.name, len(trainable),
                 len(list(model.parameters())), ", ".join(modules))
@@ -185,7 +197,7 @@ def train_stage(config: TrainConfig) -> Path:
     setup.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     setup.trainer.save_model(config.output_dir)
     if setup.trainer.is_world_process_zero():
-        save_config(config, Path(config.output_dir) / CONFIG_NAME)
+        save_config(setup.config, Path(config.output_dir) / CONFIG_NAME)  # precision as resolved
         logger.info("stage %s done: model saved to %s", config.stage, config.output_dir)
     setup.trainer.accelerator.wait_for_everyone()
     return Path(config.output_dir)
