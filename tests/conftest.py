@@ -11,21 +11,46 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+GOLDEN_DIR = REPO_ROOT / "tests" / "golden"
+
+
 def golden_dir() -> Path:
-    """``$VIDEOPANDA_GOLDEN_DIR`` if set, else ``../shared/golden`` beside the checkout."""
-    return Path(os.environ.get("VIDEOPANDA_GOLDEN_DIR", REPO_ROOT.parent / "shared" / "golden"))
+    """``$VIDEOPANDA_GOLDEN_DIR`` if set (it replaces the default), else the committed ``tests/golden``."""
+    return Path(os.environ.get("VIDEOPANDA_GOLDEN_DIR", GOLDEN_DIR))
 
 
 def golden_cases(kind: str) -> list:
-    """Every ``{kind}_*.json`` + ``.safetensors`` pair in the golden directory, as pytest params.
+    """Every ``{kind}_*.json`` + ``.safetensors`` pair in the golden directory, as pytest params marked ``golden``.
 
-    An empty directory (or none) yields a single skipped param, so the kind skips cleanly.
+    A kind with no case yields one skipped param; ``pytest_runtest_makereport`` turns that skip into an error.
     """
     directory = golden_dir()
     cases = sorted(p.with_suffix("") for p in directory.glob(f"{kind}_*.json") if p.with_suffix(".safetensors").exists())
     if not cases:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no {kind}_* golden cases in {directory}"))]
-    return [pytest.param(case, id=case.name) for case in cases]
+        skip = pytest.mark.skip(reason=f"no {kind}_* golden cases in {directory}")
+        return [pytest.param(None, id=f"no-{kind}-cases", marks=[pytest.mark.golden, skip])]
+    return [pytest.param(case, id=case.name, marks=pytest.mark.golden) for case in cases]
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--allow-missing-golden", action="store_true",
+                     help="let golden tests skip (e.g. a VIDEOPANDA_GOLDEN_DIR holding only some kinds)")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "golden: compares with tensors recorded from the public release")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped golden test is an error: the fidelity check silently did not happen."""
+    report = yield
+    if report.skipped and item.get_closest_marker("golden") and not item.config.getoption("--allow-missing-golden"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"golden test skipped ({reason}); pass --allow-missing-golden to allow that"
+    return report
 
 
 def tiny_llama_config(**overrides):
