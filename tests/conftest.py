@@ -35,6 +35,14 @@ def golden_cases(kind: str) -> list:
 def pytest_addoption(parser) -> None:
     parser.addoption("--allow-missing-golden", action="store_true",
                      help="let golden tests skip (e.g. a VIDEOPANDA_GOLDEN_DIR holding only some kinds)")
+    parser.addoption("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                     help="precision the inference and quickstart tests run in (default auto: this CPU's choice)")
+
+
+@pytest.fixture(scope="session")
+def precision(pytestconfig) -> str:
+    """The ``--dtype`` every inference entry point gets in the tests (``pytest --precision bfloat16``)."""
+    return pytestconfig.getoption("--precision")
 
 
 def pytest_configure(config) -> None:
@@ -206,11 +214,34 @@ def tiny_videopanda_dir(tmp_path_factory, smollm2_tokenizer):
 
 
 @pytest.fixture(scope="session")
-def quickstart_dir(tmp_path_factory) -> Path:
+def quickstart_dir(tmp_path_factory, precision) -> Path:
     """A reduced quickstart run (a couple of steps per stage, 3 held-out videos) through the CLI."""
     from videopanda.cli import main
 
     out = tmp_path_factory.mktemp("quickstart")
-    argv = ["quickstart", "--out", str(out), "--steps-scale", "0.02", "--num-test", "3", "--judge-items", "1"]
+    argv = ["quickstart", "--out", str(out), "--steps-scale", "0.02", "--num-test", "3", "--judge-items", "1",
+            "--dtype", precision]
     assert main(argv) == 0
     return out
+
+
+# Largest top-2 logit margin that batched and single-prompt generation may resolve differently: left padding
+# changes reduction order and shapes, so logits agree only to rounding (bf16 keeps ~3 significant digits).
+NEAR_TIE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.05}
+
+
+def assert_same_greedy_answer(predictor, visuals, question: str, answer: str) -> None:
+    """``answer`` (another path's, e.g. batched) is the predictor's single-prompt greedy answer, or departs from
+    it only at a step whose top-2 logits are within rounding of each other (a near-tie, not a bug)."""
+    out = predictor.generate([visuals], [question], output_scores=True, return_dict_in_generate=True)
+    tokens = out.sequences[0]
+    alone = predictor.processor.decode(tokens)
+    if alone == answer:
+        return
+    decode = predictor.processor.decode
+    step = next((j for j in range(len(tokens)) if not answer.startswith(decode(tokens[: j + 1]))), len(tokens) - 1)
+    top2 = out.scores[step][0].float().topk(2).values
+    margin = float(top2[0] - top2[1])
+    tie = NEAR_TIE[predictor.precision.dtype]
+    assert margin < tie, (f"{answer!r} != single-prompt answer {alone!r}: they part at step {step}, where the "
+                          f"top-2 logit margin {margin:.4f} is no near-tie (< {tie} in {predictor.precision.dtype})")

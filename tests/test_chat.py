@@ -19,22 +19,26 @@ from videopanda.data.synth import QA_DIR
 pytestmark = pytest.mark.slow
 
 
-def _held_out(quickstart_dir):
-    """(video path, question, the answer the evaluation recorded for it) of the first held-out question."""
+@pytest.fixture(scope="module")
+def held_out(quickstart_dir, precision):
+    """(video path, question, the model's single-prompt answer in the suite's precision) of the first question."""
+    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+
     question = json.loads((quickstart_dir / "data" / QA_DIR / "test_q.json").read_text())[0]
     video = find_video_file(quickstart_dir / "data" / QA_DIR / "videos", question["video_name"])
-    merged = (quickstart_dir / "eval" / "finetune" / "merge.jsonl").read_text().splitlines()
-    return video, question["question"], json.loads(merged[0])["pred"]
+    predictor = VideoPandaPredictor.from_pretrained(quickstart_dir / "model", GenerationConfig(max_new_tokens=6),
+                                                    dtype=precision)
+    return video, question["question"], predictor.ask(video, question["question"])
 
 
-def test_ask_prints_the_models_answer_as_json(quickstart_dir):
-    video, question, evaluated = _held_out(quickstart_dir)
+def test_ask_prints_the_models_answer_as_json(quickstart_dir, held_out, precision):
+    video, question, expected = held_out
     command = [sys.executable, "-m", "videopanda", "ask", "--model", str(quickstart_dir / "model"),
-               "--video", str(video), "--max-new-tokens", "6", "--json", question]
+               "--video", str(video), "--max-new-tokens", "6", "--dtype", precision, "--json", question]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     reply = json.loads(done.stdout.strip().splitlines()[-1])
     assert reply["question"] == question and reply["video"] == str(video)
-    assert reply["answer"] == evaluated  # same model, template and greedy decoding as the evaluation
+    assert reply["answer"] == expected  # same model, template, precision and greedy decoding
 
 
 def _read_until(fd: int, marker: bytes, timeout: float) -> bytes:
@@ -54,18 +58,18 @@ def _read_until(fd: int, marker: bytes, timeout: float) -> bytes:
     return seen
 
 
-def test_chat_answers_turn_after_turn_under_a_pseudo_terminal(quickstart_dir):
-    video, question, evaluated = _held_out(quickstart_dir)
+def test_chat_answers_turn_after_turn_under_a_pseudo_terminal(quickstart_dir, held_out, precision):
+    video, question, expected = held_out
     primary, secondary = pty.openpty()
     command = [sys.executable, "-m", "videopanda", "chat", "--model", str(quickstart_dir / "model"),
-               "--video", str(video), "--max-new-tokens", "6"]
+               "--video", str(video), "--max-new-tokens", "6", "--dtype", precision]
     child = subprocess.Popen(command, stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
     os.close(secondary)
     try:
         assert b"you> " in _read_until(primary, b"you> ", timeout=240)
         os.write(primary, question.encode() + b"\n")
         first = _read_until(primary, b"you> ", timeout=240)
-        assert f"videopanda> {evaluated}".encode() in first  # the first turn is the evaluation's prompt
+        assert f"videopanda> {expected}".encode() in first  # the first turn is the single-prompt answer
         os.write(primary, b"Is the object big or small?\n")
         second = _read_until(primary, b"you> ", timeout=240)
         assert b"videopanda> " in second

@@ -126,21 +126,31 @@ class VideoPandaPredictor:
         )
 
     @torch.no_grad()
-    def answer(
+    def generate(
         self, visuals: Sequence[VisualInputs | None], questions: Sequence[str],
         histories: Sequence[Sequence[Turn]] | None = None, max_new_tokens: int | None = None,
-    ) -> list[str]:
-        """One greedy answer per (visuals, question[, earlier turns]), generated as one left-padded batch."""
+        **generate_kwargs,
+    ):
+        """Greedy generation for a left-padded batch of prompts: the new tokens ``(B, T_new)``, or the
+        ``generate`` output dict when ``generate_kwargs`` ask for one (``output_scores=True``, ...)."""
         batch = self.processor.batch_prompts(questions, visuals, histories)
         device = self.model.device
         inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "chunk_lengths")}
         if "pixel_values" in batch:
             inputs["pixel_values"] = batch["pixel_values"].to(device, self.model.dtype)
         tokenizer = self.processor.tokenizer
-        new_tokens = self.model.generate(
+        return self.model.generate(
             **inputs, max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=False,
             pad_token_id=tokenizer.pad_token_id, stop_strings=[self.processor.stop_string], tokenizer=tokenizer,
-        )  # (B, T_new)
+            **generate_kwargs,
+        )
+
+    def answer(
+        self, visuals: Sequence[VisualInputs | None], questions: Sequence[str],
+        histories: Sequence[Sequence[Turn]] | None = None, max_new_tokens: int | None = None,
+    ) -> list[str]:
+        """One greedy answer per (visuals, question[, earlier turns]), generated as one left-padded batch."""
+        new_tokens = self.generate(visuals, questions, histories, max_new_tokens)  # (B, T_new)
         return [self.processor.decode(row) for row in new_tokens]
 
     def ask(self, video: str | Path | None, question: str, history: Sequence[Turn] = ()) -> str:

@@ -99,3 +99,4 @@ def _require_local_dir(source: str | Path) -> None:
             f"LLM directory {source} not found: weights load from a local directory "
             "(config.json + weights), or pass 'smollm2' for the embedded default"
         )
+

@@ -56,6 +56,7 @@ class QuickstartConfig:
         "finetune": StageSettings(steps=80, batch_size=4, lr=1e-4, visual_lr=1e-3),
     })
     teacher: str | None = None  # a local LanguageBind directory: distillation in prealign and pretrain
+    num_workers: int = 1  # a data-loading process decodes the next batch while the model trains on this one
     eval_batch_size: int = 16
     max_new_tokens: int = 6  # answers are one word
     judge_items: int = 12  # held-out answers of the final model judged by the local LLM judge (0: none)

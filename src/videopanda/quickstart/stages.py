@@ -38,7 +38,7 @@ def stage_config(
         model=ModelInit(init=config.llm, config=dict(config.model), use_distillation=config.teacher is not None),
         teacher=TeacherConfig(path=config.teacher),
         data=DataConfig(annotation_files=[str(train_root / annotations)], media_root=str(train_root),
-                        template="chat_template", max_length=512),
+                        template="chat_template", max_length=512, num_workers=config.num_workers),
         optim=OptimConfig(lr=settings.lr, group_lr={"visual": settings.visual_lr}, warmup_ratio=settings.warmup_ratio),
         per_device_batch_size=settings.batch_size,
         max_steps=settings.steps,
