@@ -1,0 +1,91 @@
+"""Bad inputs through the real CLI (issue 15): a user error is one line on stderr and a non-zero exit, never a
+traceback; Ctrl-C is one line saying what was kept, exit 130; an empty or partial result never exits 0.
+
+Each case runs ``python -m videopanda`` in a subprocess (seconds of imports each), so cases are grouped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from videopanda.cli import KEPT_ON_INTERRUPT, build_parser
+
+pytestmark = pytest.mark.slow  # ~20 subprocesses, each paying the torch/transformers imports
+
+
+def run_cli(*argv: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "videopanda", *map(str, argv)], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def assert_user_error(done: subprocess.CompletedProcess, *fragments: str, code: int = 1) -> str:
+    """Exit ``code``, no traceback, exactly one error line on stderr holding every fragment; returns that line."""
+    assert done.returncode == code, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1, done.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+# ----------------------------------------------------------------------------- CLI-wide mechanisms
+
+
+def test_version_and_help_of_every_subcommand():
+    from videopanda import __version__
+
+    done = run_cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"videopanda {__version__}"
+
+    def walk(parser):
+        for action in parser._actions:
+            if hasattr(action, "choices") and isinstance(action.choices, dict):
+                for sub in action.choices.values():
+                    yield sub
+                    yield from walk(sub)
+
+    for sub in walk(build_parser()):
+        assert sub.description, f"{sub.prog} has no description"
+        text = sub.format_help()
+        assert "--debug" in text, sub.prog
+        for action in sub._actions:
+            if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
+                help_of = sub.formatter_class(sub.prog)._get_help_string(action)
+                assert "default" in help_of, f"{sub.prog} {action.option_strings[0]}: default not shown"
+
+
+def test_config_typo_is_one_line_and_debug_after_the_subcommand_shows_the_traceback(tmp_path):
+    line = assert_user_error(run_cli("train", "--config", "configs/small/prealign.yaml", "optim.lrr=1"),
+                             "optim.lrr", "known:")
+    assert line.startswith("videopanda train: error:")
+    debug = run_cli("train", "--config", "configs/small/prealign.yaml", "optim.lrr=1", "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "optim.lrr" in debug.stderr
+    assert_user_error(run_cli("train", "--config", tmp_path / "absent.yaml"), "absent.yaml")
+
+
+def test_interrupted_judge_says_what_was_kept_and_exits_130(tmp_path, scripted_openai_server):
+    predictions = tmp_path / "merge.jsonl"
+    predictions.write_text("".join(json.dumps({"id": str(i), "question": "q?", "answer": "a", "pred": "a"}) + "\n"
+                                   for i in range(3)))
+    server = scripted_openai_server(lambda body, n: ("hang", 5))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "videopanda", "eval", "judge", str(predictions), "--backend", "openai", "--base-url",
+         server.base_url, "--workers", "1", "--timeout", "3", "--max-attempts", "1", "--benchmark-name", "B",
+         "--model-name", "M"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not server.requests and time.monotonic() < deadline:  # wait until a judge request is in flight
+        time.sleep(0.2)
+    assert server.requests, "the judge never sent a request"
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    assert KEPT_ON_INTERRUPT["eval judge"] in stderr.strip().splitlines()[-1]
