@@ -89,3 +89,48 @@ def test_interrupted_judge_says_what_was_kept_and_exits_130(tmp_path, scripted_o
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
     assert KEPT_ON_INTERRUPT["eval judge"] in stderr.strip().splitlines()[-1]
+
+
+# ----------------------------------------------------------------------------- empty, missing or failed results
+
+
+def _predictions(path: Path, n: int = 2) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"id": str(i), "question": "q?", "answer": "red", "pred": "red"}) + "\n"
+                            for i in range(n)))
+    return path
+
+
+def test_judge_refuses_missing_or_empty_predictions_and_fails_when_nothing_was_judged(tmp_path):
+    names = ("--benchmark-name", "B", "--model-name", "M")
+    assert_user_error(run_cli("eval", "judge", tmp_path / "nonexistent.jsonl", "--backend", "rule", *names),
+                      "nonexistent.jsonl", "not found")
+    (tmp_path / "empty.jsonl").write_text("")
+    assert_user_error(run_cli("eval", "judge", tmp_path / "empty.jsonl", "--backend", "rule", *names),
+                      "empty.jsonl", "no predictions")
+    # Names come from flags or run_settings.json, never from parent directory names.
+    assert_user_error(run_cli("eval", "judge", _predictions(tmp_path / "p" / "merge.jsonl"), "--backend", "rule"),
+                      "--benchmark-name and --model-name")
+    # A judge that cannot be reached: every item fails, so the command fails (results.json still written).
+    done = run_cli("eval", "judge", _predictions(tmp_path / "merge.jsonl"), "--backend", "openai", "--base-url",
+                   "http://127.0.0.1:9/v1", "--max-attempts", "2", "--timeout", "2", "--workers", "1",
+                   "--output-dir", tmp_path / "out", *names)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "could not be judged" in done.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["judged"] == 0 and results["failures"] == 2
+    failures = [json.loads(line) for line in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
+    assert [f["attempts"] for f in failures] == [2, 2]  # both HTTP attempts counted
+
+
+def test_five_criteria_and_eval_run_refuse_inputs_that_would_answer_nothing(tmp_path, tiny_videopanda_dir, make_video):
+    assert_user_error(run_cli("eval", "five-criteria", "--data-dir", "/nope", "--output-dir", tmp_path / "o",
+                              "--backend", "rule"), "/nope", "not found")
+    (tmp_path / "bench").mkdir()
+    assert_user_error(run_cli("eval", "five-criteria", "--data-dir", tmp_path / "bench", "--output-dir",
+                              tmp_path / "o", "--backend", "rule"), "merge.jsonl", "--model-dir")
+    make_video("clip0.mp4")
+    (tmp_path / "test_q.json").write_text(json.dumps([{"video_name": "clip0", "question": "what?", "question_id": 1}]))
+    (tmp_path / "test_a.json").write_text(json.dumps([{"answer": "a square", "question_id": 1}]))
+    source = ("--questions", tmp_path / "test_q.json", "--answers", tmp_path / "test_a.json", "--video-dir", tmp_path)
+    assert_user_error(run_cli("eval", "run", tiny_videopanda_dir, *source, "--batch-size", "0", "--output-dir",
+                              tmp_path / "run"), "batch size")
