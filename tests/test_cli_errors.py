@@ -6,8 +6,8 @@ Each case runs ``python -m videopanda`` in a subprocess (seconds of imports each
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -134,3 +134,19 @@ def test_five_criteria_and_eval_run_refuse_inputs_that_would_answer_nothing(tmp_
     source = ("--questions", tmp_path / "test_q.json", "--answers", tmp_path / "test_a.json", "--video-dir", tmp_path)
     assert_user_error(run_cli("eval", "run", tiny_videopanda_dir, *source, "--batch-size", "0", "--output-dir",
                               tmp_path / "run"), "batch size")
+
+
+# ----------------------------------------------------------------------------- training flags and stage chains
+
+
+def test_train_refuses_shared_stage_dirs_idle_data_root_and_missing_deepspeed_before_training(tmp_path):
+    assert_user_error(run_cli("train", "--stages", "pretrain,finetune", "--config-dir", "configs/small",
+                              f"output_dir={tmp_path / 'run'}"), "share output_dir")
+    assert_user_error(run_cli("train", "--config", "configs/small/prealign.yaml", "--data-root", tmp_path),
+                      "--data-root", "change nothing")
+    assert_user_error(run_cli("train", "--config", "configs/prealign.yaml", "--data-root", tmp_path / "nope"),
+                      "nope", "not a directory")
+    if importlib.util.find_spec("deepspeed") is None:
+        assert_user_error(run_cli("train", "--config", "configs/finetune.yaml", "--data-root", tmp_path),
+                          "deepspeed package")
+    assert not (tmp_path / "run").exists()
