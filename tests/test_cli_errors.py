@@ -150,3 +150,53 @@ def test_train_refuses_shared_stage_dirs_idle_data_root_and_missing_deepspeed_be
         assert_user_error(run_cli("train", "--config", "configs/finetune.yaml", "--data-root", tmp_path),
                           "deepspeed package")
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- Python API
+
+
+def test_readme_python_example_runs(tiny_videopanda_dir, make_video, tmp_path, monkeypatch):
+    from conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "quickstart").mkdir()
+    (tmp_path / "quickstart" / "model").symlink_to(tiny_videopanda_dir)
+    make_video("a.mp4")
+    make_video("b.mp4", color=(0, 0, 255))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert type(namespace["model"]).__name__ == "VideoPandaForCausalLM"
+    import videopanda
+
+    assert {"VideoPandaForCausalLM", "VideoPandaConfig", "VideoPandaProcessor", "VideoPandaPredictor"} <= set(dir(videopanda))
+    assert videopanda.VideoPandaConfig.model_type == "videopanda"
+    assert "torch" not in subprocess.run([sys.executable, "-c", "import sys, videopanda; print(sorted(sys.modules))"],
+                                         capture_output=True, text=True, check=True).stdout
+
+
+# ----------------------------------------------------------------------------- misleading messages, input edge cases
+
+
+def test_ask_and_convert_name_the_real_problem(tmp_path, tiny_videopanda_dir, make_video):
+    video = make_video("clip.mp4")
+    ask = ("ask", "--max-new-tokens", "2", "--video", video)
+    assert_user_error(run_cli(*ask, "--model", tmp_path / "missing_dir", "what?"), "missing_dir", "not found")
+    assert_user_error(run_cli(*ask, "--model", tiny_videopanda_dir, "   "), "question is empty")
+    assert_user_error(run_cli(*ask, "--model", tiny_videopanda_dir, "--device", "cuda", "what?"),
+                      "no CUDA device", "--device cpu")
+    (tmp_path / "corrupt.mp4").write_bytes(b"\x00not a video" * 64)
+    assert_user_error(run_cli("ask", "--video", tmp_path / "corrupt.mp4", "--model", tiny_videopanda_dir, "what?"),
+                      "corrupt.mp4")
+    done = run_cli(*ask, "--model", tiny_videopanda_dir, "--json", "Что <image> движется?")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Что <image> движется?" in done.stdout  # not \\u-escaped; and the typed tag did not crash
+    assert "to instantiate a model of type" not in done.stderr  # the config is registered with AutoConfig
+    assert_user_error(run_cli("convert", "--release", tmp_path / "nonexistent", "--out", tmp_path / "o"),
+                      "nonexistent", "not found")
+    assert_user_error(run_cli("convert", "--release", tiny_videopanda_dir, "--out", tmp_path / "o"),
+                      "not a release checkpoint", "already a Video-Panda model")
+    assert_user_error(run_cli("convert", "--release", tmp_path, "--out", tmp_path / "o"),
+                      "not a release checkpoint", "no config.json")

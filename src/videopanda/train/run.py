@@ -235,8 +235,19 @@ def claim_output_dir(config: TrainConfig, checkpoint: Path | None) -> None:
     record_path.write_text(json.dumps(record) + "\n")
 
 
+class _NoHubAdvice(logging.Filter):
+    """Drops the Trainer's closing "share your model on huggingface.co" line: nothing here goes to a hub."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "huggingface.co/models" not in record.getMessage()
+
+
+_NO_HUB_ADVICE = _NoHubAdvice()
+
+
 def train_stage(config: TrainConfig) -> Path:
     """Run one stage; returns its output directory (a loadable model + tokenizer)."""
+    logging.getLogger("transformers.trainer").addFilter(_NO_HUB_ADVICE)
     setup = setup_stage(check_stage_config(config))
     checkpoint = newest_checkpoint(config.output_dir) if config.resume else None
     if setup.trainer.is_world_process_zero():
