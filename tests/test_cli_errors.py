@@ -200,3 +200,32 @@ def test_ask_and_convert_name_the_real_problem(tmp_path, tiny_videopanda_dir, ma
                       "not a release checkpoint", "already a Video-Panda model")
     assert_user_error(run_cli("convert", "--release", tmp_path, "--out", tmp_path / "o"),
                       "not a release checkpoint", "no config.json")
+
+
+def test_ctrl_c_in_chat_returns_to_the_prompt(tiny_videopanda_dir, make_video):
+    import io
+
+    from videopanda.cli.chat import chat_loop
+    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+
+    predictor = VideoPandaPredictor.from_pretrained(tiny_videopanda_dir, GenerationConfig(max_new_tokens=2))
+    answer = predictor.answer
+    calls = iter([KeyboardInterrupt, None])
+
+    def interrupted_once(*args, **kwargs):  # Ctrl-C arriving during the first answer's generation
+        if next(calls) is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        return answer(*args, **kwargs)
+
+    predictor.answer = interrupted_once
+    replies = iter([KeyboardInterrupt, "first?", "second?", "/quit"])
+
+    def read(prompt: str) -> str:
+        reply = next(replies)
+        if reply is KeyboardInterrupt:  # Ctrl-C at the prompt
+            raise KeyboardInterrupt
+        return reply
+
+    out = io.StringIO()
+    assert chat_loop(predictor, make_video("clip.mp4"), read, out) == 1  # the second question answered
+    assert "(answer interrupted)" in out.getvalue() and out.getvalue().count("videopanda> ") == 1
