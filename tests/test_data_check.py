@@ -93,6 +93,7 @@ def test_truncated_and_deleted_videos_are_named_with_their_samples(data_root, tm
     ]
     assert report.problems[1].media == str(cut) and str(cut) in report.problems[1].reason
     assert "clip2" in report.problems[0].reason
+    assert report.media_failed == 1 and f"{report.media_checked - 1} decoded, 1 failed" in report.summary()
 
     clean = tmp_path / "clean"
     assert [item["id"] for item in json.loads((clean / "train/train_json/valley.json").read_text())] == ["b", "c"]

@@ -112,18 +112,25 @@ def test_run_judge_report_through_the_cli(qa_set, tiny_model_dir, tmp_path, scri
     out = tmp_path / "MSVD" / "tiny-panda"
     source = ["--questions", str(qa_set / "test_q.json"), "--answers", str(qa_set / "test_a.json"),
               "--video-dir", str(qa_set / "videos")]
-    assert main(["eval", "run", str(tiny_model_dir), *source, "--output-dir", str(out), "--max-new-tokens", "3"]) == 0
+    # Two of eight videos are missing or unreadable: a partial result, so exit 1 (the answers are kept).
+    assert main(["eval", "run", str(tiny_model_dir), *source, "--output-dir", str(out), "--max-new-tokens", "3"]) == 1
     merged = read_jsonl(out / "merge.jsonl")
     assert len(merged) == 6 and len(read_jsonl(out / "missing.jsonl")) == 2
 
-    assert main(["eval", "judge", str(out / "merge.jsonl"), "--backend", "rule", "--output-dir", str(out / "rule")]) == 0
+    assert main(["eval", "judge", str(out / "merge.jsonl"), "--backend", "rule", "--output-dir", str(out / "rule"),
+                 "--benchmark-name", "MSVD"]) == 0
     rule = json.loads((out / "rule" / "results.json").read_text())
-    assert (rule["benchmark"], rule["model"], rule["judged"]) == ("MSVD", "tiny-panda", 6)
+    assert (rule["benchmark"], rule["model"], rule["judged"]) == ("MSVD", "tiny-panda", 6)  # model: run_settings.json
     assert rule["judge"]["backend"] == "rule"
+    # Coverage from missing.jsonl: 6 of 8 answered; unanswered questions count as wrong over the whole benchmark.
+    assert (rule["answered"], rule["questions"], rule["unanswered"]) == (6, 8, 2)
+    assert rule["accuracy_all_benchmark"] == rule["yes"] / 8
+    assert rule["accuracy_benchmark"] == rule["yes"] / (rule["yes"] + rule["no"] + 2)
 
     server = scripted_openai_server(lambda body, n: ("ok", "{'pred': 'yes', 'score': 5}" if n % 3 else "oops"))
     assert main(["eval", "judge", str(out / "merge.jsonl"), "--backend", "openai", "--base-url", server.base_url,
-                 "--judge-model", "j1", "--workers", "1", "--output-dir", str(out / "gpt")]) == 0
+                 "--judge-model", "j1", "--workers", "1", "--output-dir", str(out / "gpt"),
+                 "--benchmark-name", "MSVD"]) == 0
     judged = json.loads((out / "gpt" / "results.json").read_text())
     assert judged["judged"] + judged["failures"] == 6 and judged["yes"] == judged["judged"]
     assert judged["judge"]["model"] == "j1" and judged["judge"]["prompt_hash"]
@@ -133,6 +140,12 @@ def test_run_judge_report_through_the_cli(qa_set, tiny_model_dir, tmp_path, scri
     assert "| MSVD |" in table and "tiny-panda" in table and "rule:rule-match-v1@" in table and "openai:j1@" in table
     assert (tmp_path / "report" / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert len((tmp_path / "report" / "report.csv").read_text().splitlines()) == 3
+    coverage = [line for line in table.splitlines() if line.startswith("| MSVD | tiny-panda | 6 / 8 |")]
+    assert len(coverage) == 2  # one line per judge, each stating the coverage
+    # An existing report is not overwritten silently.
+    assert main(["eval", "report", str(out / "rule"), "--out", str(tmp_path / "report")]) == 1
+    assert main(["eval", "report", str(out / "rule"), "--out", str(tmp_path / "report"), "--overwrite"]) == 0
+    assert len((tmp_path / "report" / "report.csv").read_text().splitlines()) == 2
 
 
 def test_five_criteria_answer_and_judge(qa_set, tiny_model_dir, tmp_path, scripted_openai_server):
@@ -180,6 +193,6 @@ def test_synthetic_benchmark_by_name_run_judge_report(tiny_model_dir, tmp_path):
     assert [r["id"] for r in read_jsonl(out / "merge.jsonl")] == [str(q["question_id"]) for q in test_q[:3]]
     assert main(["eval", "judge", str(out / "merge.jsonl"), "--backend", "rule"]) == 0
     results = json.loads((out / "judge_rule" / "results.json").read_text())
-    assert (results["benchmark"], results["model"], results["total"]) == ("Synth_Zero_Shot_QA", "tiny-panda", 3)
+    assert (results["benchmark"], results["model"], results["total"]) == ("Synth", "tiny-panda", 3)
     assert main(["eval", "report", str(out / "judge_rule"), "--out", str(tmp_path / "report")]) == 0
-    assert "| Synth_Zero_Shot_QA |" in (tmp_path / "report" / "report.md").read_text()
+    assert "| Synth |" in (tmp_path / "report" / "report.md").read_text()

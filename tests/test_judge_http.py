@@ -113,3 +113,11 @@ def test_failures_are_not_cached(scripted_openai_server, tmp_path):
     assert first["failures"] == 1 and first["accuracy"] is None and first["accuracy_all"] == 0
     second = run_judge(items(1), tmp_path / "a", judge, QA, cache_path=tmp_path / "c.jsonl")
     assert second["failures"] == 0 and second["no"] == 1 and len(server.requests) == 3
+
+
+def test_a_verdict_that_gave_up_records_every_request_sent(scripted_openai_server, tmp_path):
+    server = scripted_openai_server(lambda body, n: ("status", 503))
+    results = run_judge(items(1), tmp_path / "judge", LLMJudge(backend(server, max_attempts=3)), QA, workers=1,
+                        meta={"benchmark": "B", "model": "M"})
+    assert results["failures"] == 1 and len(server.requests) == 3
+    assert [f["attempts"] for f in read_jsonl(tmp_path / "judge" / "failures.jsonl")] == [3]

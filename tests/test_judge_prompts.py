@@ -7,7 +7,7 @@ import pytest
 from videopanda.eval.judge.base import QAItem, Verdict
 from videopanda.eval.judge.prompts import PROMPTS, get_prompt
 from videopanda.eval.judge.rule_backend import rule_match
-from videopanda.eval.judge.scoring import MalformedReplyError, parse_reply, summarize
+from videopanda.eval.judge.scoring import MalformedReplyError, coverage, parse_reply, summarize
 
 ITEM = QAItem("7", "what is the man doing?", "cooking", "He is cooking pasta.",
               question2="what activity is shown?", pred2="Cooking.")
@@ -124,6 +124,34 @@ def test_parse_reply_accepts_dict_strings(reply, expected):
 def test_parse_reply_rejects_malformed(reply):
     with pytest.raises(MalformedReplyError):
         parse_reply(reply, "yes_score")
+
+
+def test_a_reply_repeating_the_prompts_example_or_holding_two_verdicts_is_no_verdict():
+    qa, correctness = get_prompt("qa"), get_prompt("correctness")
+    assert qa.example == "{'pred': 'yes', 'score': 4.8}" and correctness.example == "{''score': 4.8}"
+    # SmolLM2 as judge once answered with code quoting the example: parsed, it was a 'yes'.
+    echo = "```python\ndef evaluate(q, a):\n    return {'pred': 'yes', 'score': 4.8}\n```"
+    assert parse_reply(echo, "yes_score") == ("yes", 4.8)  # without the example it would count
+    with pytest.raises(MalformedReplyError, match="example"):
+        parse_reply(echo, "yes_score", qa.example)
+    with pytest.raises(MalformedReplyError, match="example"):
+        parse_reply("{'score': 4.8}", "score", correctness.example)
+    assert parse_reply("{'pred': 'yes', 'score': 4}", "yes_score", qa.example) == ("yes", 4.0)
+    with pytest.raises(MalformedReplyError, match="one 'pred'"):
+        parse_reply("{'pred': 'yes', 'pred': 'no', 'score': 4}", "yes_score", qa.example)
+    with pytest.raises(MalformedReplyError, match="one numeric 'score'"):
+        parse_reply("{'pred': 'no', 'score': 1, 'score': 5}", "yes_score", qa.example)
+
+
+def test_coverage_counts_unanswered_questions_as_wrong():
+    verdicts = [Verdict("1", True, "yes", 5.0), Verdict("2", True, "no", 1.0), Verdict("3", False, error="x")]
+    summary = summarize(verdicts)
+    whole = coverage(summary, unanswered=2)
+    assert (whole["questions"], whole["answered"], whole["coverage"]) == (5, 3, 3 / 5)
+    assert whole["accuracy_benchmark"] == pytest.approx(1 / 4)  # yes / (yes + no + unanswered)
+    assert whole["accuracy_all_benchmark"] == pytest.approx(1 / 5)  # yes / questions
+    assert whole["mean_score_benchmark"] == pytest.approx(6.0 / 4)  # unanswered score 0
+    assert coverage(summary, 0)["accuracy_all_benchmark"] == summary["accuracy_all"]
 
 
 def test_parse_score_only_reply():

@@ -144,3 +144,19 @@ def test_collator_mixed_batch(smollm2_tokenizer, config):
     assert placeholders == int(processor.frame_token_counts(batch["pixel_values"]).sum())
     text_only = VideoPandaCollator(smollm2_tokenizer.pad_token_id)([text, text])
     assert set(text_only) == {"input_ids", "attention_mask", "labels"}
+
+
+def test_markers_a_user_types_are_text_and_overlong_prompts_are_refused(smollm2_tokenizer, config):
+    processor = VideoPandaProcessor(smollm2_tokenizer, config, template="vicuna_v1_eval")
+    image_id = smollm2_tokenizer.convert_tokens_to_ids("<image>")
+    video = visuals(8, 64, 64)
+    plain = processor.batch_prompts(["What moves?"], [video])["input_ids"]
+    for question in ("What does <image> show?", "<video> and <image>: what moves?", "<image><image>"):
+        ids = processor.batch_prompts([question], [video])["input_ids"]  # before: a crash or a wrong placeholder
+        assert (ids == image_id).sum() == (plain == image_id).sum()  # only the video's placeholders
+        assert "< image>" in smollm2_tokenizer.decode(ids[0][ids[0] != image_id])  # the typed tag kept as text
+    text_only = processor.batch_prompts(["Is <image> a tag?"], [None])["input_ids"]
+    assert not (text_only == image_id).any()
+    context = config.text_config.max_position_embeddings
+    with pytest.raises(SampleTooLongError, match=f"context of {context} tokens"):
+        processor.batch_prompts([" ".join(["why"] * context)], [video])

@@ -131,15 +131,76 @@ def test_launch_scripts_parse_and_name_their_config(stage):
 @pytest.mark.parametrize("stage, annotations", [
     ("prealign", "valley_.json"), ("pretrain", "valley_.json"), ("finetune", "videochatgpt_tune_.json"),
 ])
-def test_data_root_fills_each_release_config_with_its_own_files(stage, annotations):
-    config = load_train_config(REPO_ROOT / f"configs/{stage}.yaml", data_root="/data/vp")
-    assert config.data.annotation_files == [f"/data/vp/train/train_json/{annotations}"]
-    assert config.data.media_root == "/data/vp/train"
+def test_data_root_fills_each_release_config_with_its_own_files(stage, annotations, tmp_path):
+    config = load_train_config(REPO_ROOT / f"configs/{stage}.yaml", data_root=tmp_path)
+    assert config.data.annotation_files == [f"{tmp_path}/train/train_json/{annotations}"]
+    assert config.data.media_root == f"{tmp_path}/train"
     assert "--data-root" in (REPO_ROOT / f"scripts/{stage}.sh").read_text()  # the launcher passes DATA_ROOT on
 
 
-def test_data_root_leaves_paths_without_the_placeholder():
-    config = load_train_config(REPO_ROOT / "configs/small/prealign.yaml")
-    assert with_data_root(config, "/data/vp").data == config.data
-    placed = with_data_root(load_train_config(overrides=["data.media_root=DATA_ROOTS/x", "data.image_root=DATA_ROOT"]), "/d")
+def test_data_root_leaves_paths_without_the_placeholder(tmp_path):
+    mixed = ["data.annotation_files=[DATA_ROOT/a.json]", "data.media_root=DATA_ROOTS/x", "data.image_root=DATA_ROOT"]
+    placed = with_data_root(load_train_config(overrides=mixed), tmp_path)
     assert (placed.data.media_root, placed.data.image_root) == ("DATA_ROOTS/x", "DATA_ROOT")
+    assert placed.data.annotation_files == [f"{tmp_path}/a.json"]
+
+
+def test_data_root_that_would_change_nothing_or_does_not_exist_is_refused(tmp_path):
+    config = load_train_config(REPO_ROOT / "configs/small/prealign.yaml")  # no DATA_ROOT/ paths
+    with pytest.raises(ConfigError, match="DATA_ROOT/.*change nothing"):
+        with_data_root(config, tmp_path)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_train_config(REPO_ROOT / "configs/prealign.yaml", data_root=tmp_path / "nope")
+
+
+def _small_stage_configs(tmp_path: Path) -> Path:
+    """configs/small/*.yaml with their data paths pointing at an (empty) annotation file that exists."""
+    import yaml
+
+    (tmp_path / "a.json").write_text("[]")
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    for stage in STAGES:
+        values = yaml.safe_load((REPO_ROOT / f"configs/small/{stage}.yaml").read_text())
+        values["data"].update(annotation_files=[str(tmp_path / "a.json")], media_root=str(tmp_path))
+        values["output_dir"] = str(tmp_path / "runs" / stage)
+        (config_dir / f"{stage}.yaml").write_text(yaml.safe_dump(values))
+    return config_dir
+
+
+def test_stage_chain_checks_every_stage_before_training_and_refuses_a_shared_output_dir(tmp_path):
+    from videopanda.train.run import stage_chain
+
+    config_dir = _small_stage_configs(tmp_path)
+    chain = stage_chain(["prealign", "pretrain", "finetune"], config_dir)
+    assert [c.model.init for c in chain[1:]] == [chain[0].output_dir, chain[1].output_dir]
+    with pytest.raises(ConfigError, match="share output_dir"):
+        stage_chain(["pretrain", "finetune"], config_dir, [f"output_dir={tmp_path / 'one'}"])
+    # A later stage's bad config is found before the first stage trains.
+    (config_dir / "finetune.yaml").write_text((config_dir / "finetune.yaml").read_text() + "optim: {lrr: 1}\n")
+    with pytest.raises(ConfigError, match="optim.lrr"):
+        stage_chain(["pretrain", "finetune"], config_dir)
+    with pytest.raises(FileNotFoundError, match="data.annotation_files"):
+        stage_chain(["pretrain"], config_dir, [f"data.annotation_files=[{tmp_path / 'absent.json'}]"])
+    with pytest.raises(ConfigError, match="deepspeed package|deepspeed config"):
+        stage_chain(["pretrain"], config_dir, ["distributed=deepspeed", "deepspeed=configs/deepspeed/zero2.json"])
+
+
+def test_resume_refuses_a_checkpoint_of_another_stage_or_config(tmp_path):
+    from videopanda.train.run import STAGE_RECORD_NAME, claim_output_dir, stage_chain
+
+    pretrain, finetune = stage_chain(["pretrain", "finetune"], _small_stage_configs(tmp_path))
+    checkpoint = Path(pretrain.output_dir) / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    claim_output_dir(pretrain, None)  # pretrain starts, then saves checkpoint-2
+    claim_output_dir(pretrain, checkpoint)  # its own rerun resumes
+    from dataclasses import replace
+
+    claim_output_dir(replace(pretrain, max_steps=99, logging_steps=1), checkpoint)  # settings a resume may change
+    with pytest.raises(ConfigError, match="stage pretrain"):
+        claim_output_dir(replace(finetune, output_dir=pretrain.output_dir), checkpoint)
+    with pytest.raises(ConfigError, match="own output_dir"):
+        claim_output_dir(replace(pretrain, seed=7), checkpoint)
+    (Path(pretrain.output_dir) / STAGE_RECORD_NAME).unlink()
+    with pytest.raises(ConfigError, match="no record"):
+        claim_output_dir(pretrain, checkpoint)

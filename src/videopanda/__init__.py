@@ -3,6 +3,44 @@
 Pipeline: ``data`` (decode, sample, transform, tokenize) -> ``model`` (STAB,
 projector, any Hugging Face causal LM) -> ``train`` (three-stage recipe) ->
 ``eval`` (zero-shot video QA with an LLM judge), plus a thin ``cli``.
+
+The Python API is importable from here (``from videopanda import VideoPandaPredictor``);
+names load on first use, so ``import videopanda`` (and ``videopanda --help``) stays light.
+Importing the model registers it with transformers' ``AutoConfig`` and ``AutoModelForCausalLM``.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "VideoPandaConfig": "videopanda.model.configuration_videopanda",
+    "VideoPandaForCausalLM": "videopanda.model.modeling_videopanda",
+    "VideoPandaProcessor": "videopanda.data.processing_videopanda",
+    "VideoPandaPredictor": "videopanda.eval.predict",
+    "GenerationConfig": "videopanda.eval.predict",
+    "load_tokenizer": "videopanda.model.llm",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from videopanda.data.processing_videopanda import VideoPandaProcessor
+    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+    from videopanda.model.configuration_videopanda import VideoPandaConfig
+    from videopanda.model.llm import load_tokenizer
+    from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'videopanda' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -46,17 +46,19 @@ def load_predictor(args: argparse.Namespace):
     from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
 
     if not args.video.is_file():
-        raise SystemExit(f"video {args.video} not found")
+        raise FileNotFoundError(f"video {args.video} not found: give an existing video file with --video")
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, template=args.template, batch_size=1)
     return VideoPandaPredictor.from_pretrained(args.model, config, device=args.device, dtype=args.dtype)
 
 
 def _run_ask(args: argparse.Namespace) -> int:
+    if not args.question.strip():
+        raise ValueError("the question is empty: give the question to ask as the last argument")
     predictor = load_predictor(args)
     answer = predictor.ask(args.video, args.question)
     if args.json:
         print(json.dumps({"model": str(args.model), "video": str(args.video), "question": args.question,
-                          "answer": answer}))
+                          "answer": answer}, ensure_ascii=False))
     else:
         print(answer)
     return 0
@@ -77,6 +79,9 @@ def chat_loop(predictor, video: Path, read: Callable[[str], str] = input, out: T
             question = read("you> ").strip()
         except EOFError:
             break
+        except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, as in a shell
+            print(file=out, flush=True)
+            continue
         if question in QUIT_COMMANDS:
             break
         if question == RESET_COMMAND:
@@ -85,7 +90,14 @@ def chat_loop(predictor, video: Path, read: Callable[[str], str] = input, out: T
             continue
         if not question:
             continue
-        answer = predictor.answer([visuals], [question], [history])[0]
+        try:
+            answer = predictor.answer([visuals], [question], [history])[0]
+        except KeyboardInterrupt:  # Ctrl-C while answering: drop this turn, back to the prompt
+            print("\n(answer interrupted)", file=out, flush=True)
+            continue
+        except ValueError as err:  # a question this model cannot take (too long, ...): say so, keep chatting
+            print(f"(not answered: {err})", file=out, flush=True)
+            continue
         print(f"videopanda> {answer}", file=out, flush=True)
         history += [Turn("user", question), Turn("assistant", answer)]
         answered += 1

@@ -77,6 +77,8 @@ def _questions(args: argparse.Namespace):
 
     questions_path, answers_path, video_dir = _qa_paths(args)
     questions = load_qa_pairs(questions_path, answers_path)
+    if not questions:
+        raise ValueError(f"{questions_path} holds no questions")
     return questions[: args.max_samples] if args.max_samples else questions, video_dir
 
 
@@ -88,7 +90,7 @@ def run_command(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or Path(video_dir).parent / args.model_dir.name
     config = GenerationConfig(args.max_new_tokens, args.template, args.batch_size)
     predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device, args.dtype)
-    record_run_settings(output_dir, args.model_dir, predictor)
+    record_run_settings(output_dir, args.model_dir, predictor, _benchmark_name(args))
     summary = run_shard(questions, video_dir, predictor, output_dir, args.num_shards, args.shard_id)
     logger.info("shard %d/%d: %s", args.shard_id, args.num_shards, summary)
     if args.num_shards == 1:
@@ -96,7 +98,18 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         logger.info("when all shards are done: videopanda eval merge --output-dir %s --num-shards %d ...",
                     output_dir, args.num_shards)
+    if summary.answered < summary.total:
+        logger.error("%d of %d questions unanswered (missing or unreadable videos, listed in %s)",
+                     summary.total - summary.answered, summary.total, output_dir)
+        return 1
     return 0
+
+
+def _benchmark_name(args: argparse.Namespace) -> str:
+    """The benchmark's name (``--benchmark``), else the directory of the ``--questions`` file."""
+    from videopanda.eval.benchmarks import get_benchmark
+
+    return get_benchmark(args.benchmark).name if args.benchmark else args.questions.resolve().parent.name
 
 
 def merge_command(args: argparse.Namespace) -> int:
@@ -129,8 +142,12 @@ def _add_judge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("predictions", type=Path, help="merge.jsonl: lines {id, question, answer, pred}")
     p.add_argument("--output-dir", type=Path, help="default: <predictions dir>/judge_<backend>")
     p.add_argument("--prompt", default="qa", help="judge prompt: qa, or a five-criteria name")
-    p.add_argument("--benchmark-name", help="recorded in results.json (default: the predictions' grandparent)")
-    p.add_argument("--model-name", help="recorded in results.json (default: the predictions' directory)")
+    p.add_argument("--benchmark-name", help="recorded in results.json (default: the benchmark run_settings.json "
+                   "beside the predictions records)")
+    p.add_argument("--model-name", help="recorded in results.json (default: the model directory run_settings.json "
+                   "beside the predictions records)")
+    p.add_argument("--num-questions", type=int, metavar="N", help="questions in the whole benchmark, for the "
+                   "coverage (default: the predictions + the unanswered ones listed in missing.jsonl beside them)")
     _add_judge_backend(p)
     p.set_defaults(func=judge_command)
 
@@ -164,16 +181,49 @@ def judge_command(args: argparse.Namespace) -> int:
 
     prompt = get_prompt(args.prompt)
     items = load_predictions(args.predictions)
+    unanswered = _unanswered(args, items)
     output_dir = args.output_dir or args.predictions.parent / f"judge_{args.backend}"
-    meta = {
-        "benchmark": args.benchmark_name or args.predictions.resolve().parent.parent.name,
-        "model": args.model_name or args.predictions.resolve().parent.name,
-        "predictions": str(args.predictions),
-    }
+    meta = {**_run_names(args), "predictions": str(args.predictions)}
     workers = 1 if args.backend == "local" else args.workers
-    results = run_judge(items, output_dir, build_judge(args), prompt, args.cache, workers, meta)
-    print(json.dumps({k: results[k] for k in ("accuracy", "accuracy_all", "mean_score", "judged", "failures")}))
+    results = run_judge(items, output_dir, build_judge(args), prompt, args.cache, workers, meta, unanswered)
+    shown = ("accuracy", "accuracy_all", "mean_score", "judged", "failures", "answered", "questions",
+             "accuracy_benchmark", "accuracy_all_benchmark")
+    print(json.dumps({k: results[k] for k in shown}))
+    if results["failures"]:
+        logger.error("%d of %d items could not be judged (%s): rerun to retry them", results["failures"],
+                     results["total"], Path(output_dir) / "failures.jsonl")
+        return 1
     return 0
+
+
+def _run_names(args: argparse.Namespace) -> dict[str, str]:
+    """Benchmark and model names: the flags, else what ``eval run`` recorded in run_settings.json."""
+    from videopanda.eval.run import SETTINGS_FILE
+
+    settings_path = args.predictions.with_name(SETTINGS_FILE)
+    settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+    names = {"benchmark": args.benchmark_name or settings.get("benchmark"),
+             "model": args.model_name or (Path(settings["model"]).name if settings.get("model") else None)}
+    absent = [key for key, value in names.items() if not value]
+    if absent:
+        flags = " and ".join(f"--{key}-name" for key in absent)
+        raise ValueError(f"give {flags}: {settings_path} does not record the {' and '.join(absent)}")
+    return names
+
+
+def _unanswered(args: argparse.Namespace, items) -> int:
+    """Benchmark questions without a prediction: ``--num-questions`` minus the predictions, else missing.jsonl."""
+    from videopanda.eval.judge.runner import unanswered_count
+
+    if args.num_questions is not None:
+        if args.num_questions < len(items):
+            raise ValueError(f"--num-questions {args.num_questions} is less than the {len(items)} predictions")
+        return args.num_questions - len(items)
+    listed = unanswered_count(args.predictions, items)
+    if listed is None:
+        logger.warning("no missing.jsonl beside %s: coverage assumes its %d predictions are the whole benchmark "
+                       "(give --num-questions N)", args.predictions, len(items))
+    return listed or 0
 
 
 # ----------------------------------------------------------------------------- report
@@ -182,7 +232,8 @@ def judge_command(args: argparse.Namespace) -> int:
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="Markdown/CSV table and bar chart over results.json files")
     p.add_argument("results", type=Path, nargs="+", help="results.json files (or directories holding one)")
-    p.add_argument("--out", type=Path, default=Path("report"))
+    p.add_argument("--out", type=Path, default=Path("report"), help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     p.set_defaults(func=report_command)
 
 
@@ -190,7 +241,7 @@ def report_command(args: argparse.Namespace) -> int:
     from videopanda.eval.report import write_report
 
     files = [p / "results.json" if p.is_dir() else p for p in args.results]
-    paths = write_report(files, args.out)
+    paths = write_report(files, args.out, args.overwrite)
     print(paths["md"].read_text())
     logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return 0
@@ -219,6 +270,9 @@ def five_criteria_command(args: argparse.Namespace) -> int:
     from videopanda.eval.judge.runner import run_judge
     from videopanda.eval.run import MERGE_FILE, merge_shards, run_shard
 
+    if not args.data_dir.is_dir():
+        raise FileNotFoundError(f"--data-dir {args.data_dir} not found: give the directory holding "
+                                f"{', '.join(fc.qa_file('', s).name for s in fc.QA_SETS)} and videos/")
     if args.model_dir is not None:
         from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
 
@@ -230,12 +284,22 @@ def five_criteria_command(args: argparse.Namespace) -> int:
             merge_shards(args.output_dir / qa_set, questions, 1)
     judge = build_judge(args)
     summary = {}
+    incomplete = []
     for criterion in fc.CRITERIA:
-        predictions = read_jsonl(args.output_dir / criterion.qa_set / MERGE_FILE)
-        items = fc.judge_items(predictions, criterion.qa_set)
+        merged = args.output_dir / criterion.qa_set / MERGE_FILE
+        if not merged.is_file():
+            raise FileNotFoundError(f"{merged} not found: answer the questions first (--model-dir DIR)")
+        items = fc.judge_items(read_jsonl(merged), criterion.qa_set)
+        if not items:
+            raise ValueError(f"{merged} holds no answers: nothing to judge for {criterion.name}")
         meta = {"benchmark": f"VideoChatGPT-{criterion.name}", "model": (args.model_dir or args.output_dir).name}
         results = run_judge(items, args.output_dir / f"judge_{criterion.name}", judge, get_prompt(criterion.name),
                             args.cache, 1 if args.backend == "local" else args.workers, meta)
         summary[criterion.name] = results["mean_score"]
+        if results["failures"] or results["mean_score"] is None:
+            incomplete.append(f"{criterion.name} ({results['failures']} of {results['total']} not judged)")
     print(json.dumps(summary))
+    if incomplete:
+        logger.error("criteria not fully judged: %s; rerun to retry them", ", ".join(incomplete))
+        return 1
     return 0

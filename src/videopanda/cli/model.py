@@ -45,9 +45,9 @@ def from_release(release: Path, out: Path, dtype: torch.dtype | None) -> int:
     from safetensors.torch import save_file
 
     from videopanda.model.llm import load_tokenizer
-    from videopanda.model.release import load_release_checkpoint
+    from videopanda.model.release import check_release_dir, load_release_checkpoint
 
-    tokenizer = load_tokenizer(release)
+    tokenizer = load_tokenizer(check_release_dir(release))
     model, teacher = load_release_checkpoint(release, dtype=dtype, tokenizer=tokenizer)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -66,6 +66,7 @@ class CheckReport:
     annotation_files: int = 0
     samples: int = 0
     media_checked: int = 0
+    media_failed: int = 0  # of media_checked: files that did not decode
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -76,7 +77,8 @@ class CheckReport:
         lines = [
             f"{self.data_root}: found {', '.join(self.found) or 'nothing'}",
             f"{self.annotation_files} annotation files, {self.samples} samples, "
-            f"{self.media_checked} media files decoded",
+            f"{self.media_checked} media files checked: {self.media_checked - self.media_failed} decoded, "
+            f"{self.media_failed} failed",
         ]
         if self.missing:
             lines.append(f"not present (skipped): {', '.join(self.missing)}")
@@ -210,6 +212,7 @@ def _decode_all(plan: _Plan, num_frames: int, workers: int, report: CheckReport)
     report.media_checked = len(jobs)
     for job, reason in _run_jobs(jobs, num_frames, workers):
         if reason is not None:
+            report.media_failed += 1
             for source in plan.jobs[job]:
                 _add_problem(report, plan, "corrupt", source, job.path, reason)
 

@@ -36,6 +36,11 @@ class SampleTooLongError(ValueError):
     """A sample whose visual tokens would be cut by ``max_length`` (skipped, never truncated)."""
 
 
+def as_plain_text(text: str) -> str:
+    """User-typed ``<video>``/``<image>`` as text ("< image>"): only the processor places placeholders."""
+    return _MARKER.sub(lambda marker: "< " + marker.group(0)[1:], text)
+
+
 @dataclass
 class EncodedSample:
     """One sample's model inputs, before batching (``VideoPandaCollator``)."""
@@ -108,6 +113,10 @@ class VideoPandaProcessor:
         sample = self._with_visuals(input_ids, None, visuals)
         if self.max_length is not None and len(sample.input_ids) > self.max_length:
             raise SampleTooLongError(f"prompt of {len(sample.input_ids)} tokens exceeds max_length={self.max_length}")
+        context = getattr(self.config.text_config, "max_position_embeddings", None)
+        if context is not None and len(sample.input_ids) >= context:
+            raise SampleTooLongError(f"prompt of {len(sample.input_ids)} tokens (video included) does not fit the "
+                                     f"LLM's context of {context} tokens: shorten the question or the chat history")
         return sample
 
     def build_prompt(
@@ -123,12 +132,17 @@ class VideoPandaProcessor:
         histories: Sequence[Sequence[Turn]] | None = None,
     ) -> dict[str, Tensor]:
         """Prompts LEFT-padded for batched generation: ``input_ids (B, L)``, ``attention_mask (B, L)``,
-        and ``pixel_values (F, 4, S, S)``, ``chunk_lengths (C,)`` when any prompt has visuals."""
+        and ``pixel_values (F, 4, S, S)``, ``chunk_lengths (C,)`` when any prompt has visuals.
+
+        Questions and earlier user turns are a user's text: a ``<video>``/``<image>`` typed there is text
+        (``as_plain_text``); each video is placed before its question.
+        """
         if len(questions) != len(visuals):
             raise ValueError(f"{len(questions)} questions but {len(visuals)} visuals")
         histories = histories or [()] * len(questions)
         samples = [
-            self.encode_prompt([*h, Turn("user", q)], v) for q, v, h in zip(questions, visuals, histories, strict=True)
+            self.encode_prompt(_user_text([*h, Turn("user", q)]), v)
+            for q, v, h in zip(questions, visuals, histories, strict=True)
         ]
         return VideoPandaCollator(self.tokenizer.pad_token_id, padding_side="left")(samples)
 
@@ -222,3 +236,7 @@ class VideoPandaProcessor:
         if bool((labels == IGNORE_INDEX).all()):
             raise SampleTooLongError(f"cutting {len(input_ids)} tokens to max_length={self.max_length} leaves no reply")
         return input_ids[: self.max_length], labels
+
+
+def _user_text(turns: Sequence[Turn]) -> list[Turn]:
+    return [replace(t, text=as_plain_text(t.text)) if t.role == "user" else t for t in turns]

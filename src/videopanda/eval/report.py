@@ -19,6 +19,10 @@ class ResultRow:
     score: float | None
     judged: int
     failures: int
+    answered: int | None = None  # questions of the benchmark with a prediction (None: an older results.json)
+    questions: int | None = None  # questions of the whole benchmark
+    accuracy_benchmark: float | None = None  # yes / (yes + no + unanswered), in %
+    accuracy_all_benchmark: float | None = None  # yes / questions: unanswered and failures as no, in %
 
 
 def load_result(path: str | Path) -> ResultRow:
@@ -35,6 +39,9 @@ def load_result(path: str | Path) -> ResultRow:
         judge=f"{judge['backend']}:{judge['model']}@{judge['prompt_hash'][:8]}",
         accuracy=_percent(data.get("accuracy")), accuracy_all=_percent(data.get("accuracy_all")),
         score=data.get("mean_score"), judged=data["judged"], failures=data["failures"],
+        answered=data.get("answered"), questions=data.get("questions"),
+        accuracy_benchmark=_percent(data.get("accuracy_benchmark")),
+        accuracy_all_benchmark=_percent(data.get("accuracy_all_benchmark")),
     )
 
 
@@ -57,7 +64,20 @@ def markdown_table(rows: Sequence[ResultRow]) -> str:
     lines += ["", "Cells: accuracy % (yes / (yes + no)) / mean score (0-5).", "Judges: " + ", ".join(judges)]
     failed = [r for r in rows if r.failures]
     lines += [f"- {r.model} on {r.benchmark}: {r.failures} items not judged" for r in failed]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *coverage_table(rows)]) + "\n"
+
+
+def coverage_table(rows: Sequence[ResultRow]) -> list[str]:
+    """One line per result: answered / questions and the accuracies over the answered and the whole benchmark."""
+    lines = ["Coverage: answered / questions of the benchmark; accuracy % over the answered questions and over the "
+             "whole benchmark (unanswered = wrong).", "",
+             "| benchmark | model | answered | yes/(yes+no) | yes/all | whole: yes/(yes+no+unanswered) | "
+             "whole: yes/questions |", "|---" * 7 + "|"]
+    for r in sorted(rows, key=lambda r: (r.benchmark, r.model)):
+        answered = "unknown" if r.questions is None else f"{r.answered} / {r.questions}"
+        lines.append(f"| {r.benchmark} | {r.model} | {answered} | {_fmt(r.accuracy, 1)} | {_fmt(r.accuracy_all, 1)} | "
+                     f"{_fmt(r.accuracy_benchmark, 1)} | {_fmt(r.accuracy_all_benchmark, 1)} |")
+    return lines
 
 
 def bar_chart(rows: Sequence[ResultRow], path: str | Path) -> None:
@@ -84,14 +104,21 @@ def bar_chart(rows: Sequence[ResultRow], path: str | Path) -> None:
     plt.close(fig)
 
 
-def write_report(results: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
-    """``report.md``, ``report.csv`` and ``report.png`` in ``out_dir``; returns their paths."""
+def write_report(results: Sequence[str | Path], out_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """``report.md``, ``report.csv`` and ``report.png`` in ``out_dir``; returns their paths.
+
+    An earlier report there is replaced only with ``overwrite``.
+    """
     rows = [load_result(p) for p in results]
     if not rows:
         raise ValueError("no results.json files given")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png"}
+    existing = [p.name for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out} already holds a report ({', '.join(existing)}): give another --out "
+                              "or --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
     paths["md"].write_text(markdown_table(rows))
     with paths["csv"].open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))

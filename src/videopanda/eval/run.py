@@ -100,6 +100,8 @@ def run_shard(
     num_shards: int = 1, shard_id: int = 0,
 ) -> ShardSummary:
     """Answer this shard's unanswered questions, appending each batch's answers as it finishes."""
+    if predictor.batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {predictor.batch_size}")
     shard = shard_items(questions, num_shards, shard_id)
     pred_path, missing_path = shard_files(output_dir, num_shards, shard_id)
     done = {str(r["id"]) for r in read_jsonl(pred_path)}
@@ -128,8 +130,12 @@ def run_shard(
     return ShardSummary(len(shard), len(done) + new, new, len(missing))
 
 
-def record_run_settings(output_dir: str | Path, model_dir: str | Path, predictor: Any) -> dict[str, Any]:
+def record_run_settings(
+    output_dir: str | Path, model_dir: str | Path, predictor: Any, benchmark: str | None = None
+) -> dict[str, Any]:
     """Write what the answers depend on to ``run_settings.json``; refuse to resume under other settings.
+
+    ``benchmark`` names the benchmark for ``eval judge``'s results.json.
 
     Shards and reruns append to the same files, so answers made under another
     template, precision or token limit would be mixed silently.
@@ -140,6 +146,7 @@ def record_run_settings(output_dir: str | Path, model_dir: str | Path, predictor
         "precision": predictor.precision.as_dict(),
         "max_new_tokens": predictor.config.max_new_tokens,
         "num_frames": predictor.model.config.num_frames,
+        "benchmark": benchmark,
     }
     path = Path(output_dir) / SETTINGS_FILE
     if path.is_file():

@@ -76,3 +76,8 @@ class VideoPandaConfig(PretrainedConfig):
     @property
     def llm_hidden_size(self) -> int:
         return self.text_config.hidden_size
+
+
+# Known to ``AutoConfig`` (and so to ``AutoTokenizer`` reading a model directory, which otherwise falls back
+# to a blank config and warns); ``modeling_videopanda`` registers the model with ``AutoModelForCausalLM``.
+AutoConfig.register(VideoPandaConfig.model_type, VideoPandaConfig, exist_ok=True)

@@ -53,6 +53,16 @@ class VideoPandaPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _no_split_modules = ["STAB"]
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path | None, *args: Any, **kwargs: Any):
+        """A local model directory (nothing is fetched from a model hub), or ``None`` with ``config=``."""
+        if pretrained_model_name_or_path is not None and not Path(pretrained_model_name_or_path, "config.json").is_file():
+            raise FileNotFoundError(
+                f"model directory {pretrained_model_name_or_path} not found (or without config.json): give a "
+                "directory written by training, `videopanda convert` or save_pretrained"
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def _init_weights(self, module: nn.Module) -> None:
         """Projector and distillation-head modules get their constructors' (torch default) init.
 
@@ -312,3 +322,6 @@ def pool_patch_grid(tokens: Tensor, grid_hw: Tensor, factor: int) -> tuple[Tenso
     total = int(pooled_counts.sum())
     summed = tokens.new_zeros(total, *tokens.shape[1:]).index_add(0, group[inside], tokens[inside])
     return summed / factor**2, pooled_hw
+
+
+AutoModelForCausalLM.register(VideoPandaConfig, VideoPandaForCausalLM, exist_ok=True)

@@ -100,6 +100,24 @@ def export_release_checkpoint(
     return directory
 
 
+def check_release_dir(directory: str | Path) -> Path:
+    """``directory`` if it looks like a release checkpoint (config.json, weights, tokenizer files), else an
+    error naming what is absent, before anything is loaded."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"release directory {directory} not found")
+    what = "is not a release checkpoint directory"
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory} {what}: it has no config.json")
+    if _read_json(directory / "config.json").get("model_type") == VideoPandaConfig.model_type:
+        raise ValueError(f"{directory} {what}: it is already a Video-Panda model directory (load it as it is, "
+                         "or export it with --to-release --model)")
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(f"{directory} {what}: it has no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+    weight_files(directory)
+    return directory
+
+
 def read_release_weights(directory: Path) -> dict[str, Tensor]:
     """All tensors of a directory's weight files (sharded or single, .bin or .safetensors)."""
     files = weight_files(directory)

@@ -146,13 +146,21 @@ def with_data_root(config: TrainConfig, data_root: str | Path) -> TrainConfig:
     """``config`` with the leading ``DATA_ROOT/`` of its data paths replaced by ``data_root``.
 
     The release configs name their data as ``DATA_ROOT/train/...``, each stage its own files,
-    so one directory places every stage; paths without the placeholder are kept.
+    so one directory places every stage; paths without the placeholder are kept. A config with no
+    such path, or a ``data_root`` that is no directory, is an error (the flag would do nothing).
     """
     def place(path: str | None) -> str | None:
         head, _, rest = (path or "").partition("/")
         return str(Path(data_root) / rest) if head == DATA_ROOT and rest else path
 
     data = config.data
+    paths = [*data.annotation_files, data.media_root, data.image_root]
+    if not any(place(p) != p for p in paths if p):
+        raise ConfigError(f"--data-root {data_root}: no data path of this config starts with {DATA_ROOT}/ "
+                          f"({', '.join(p for p in paths if p)}), so it would change nothing; drop --data-root "
+                          f"or use a config naming {DATA_ROOT}/... paths (configs/*.yaml)")
+    if not Path(data_root).is_dir():
+        raise FileNotFoundError(f"--data-root {data_root} is not a directory")
     placed = replace(data, annotation_files=[place(p) for p in data.annotation_files],
                      media_root=place(data.media_root), image_root=place(data.image_root))
     return replace(config, data=placed)

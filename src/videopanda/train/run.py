@@ -10,6 +10,8 @@ stage's ``model.init``.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import logging
 import re
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase, TrainingArguments, set_seed
 
-from videopanda.config import save_config
+from videopanda.config import ConfigError, save_config, to_dict
 from videopanda.data.collator import VideoPandaCollator
 from videopanda.data.conversation import inference_template
 from videopanda.data.dataset import VideoLLaVADataset, load_annotations
@@ -36,6 +38,9 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 CONFIG_NAME = "train_config.yaml"
 SKIP_LOG_NAME = "skipped_samples.jsonl"
+STAGE_RECORD_NAME = "stage.json"  # which stage and config the checkpoints in output_dir belong to
+# Settings a resumed run may change without training something else.
+RESUMABLE_CHANGES = ("resume", "logging_steps", "save_steps", "save_total_limit", "max_steps", "num_epochs")
 
 
 @dataclass
@@ -188,10 +193,65 @@ def newest_checkpoint(output_dir: str | Path) -> Path | None:
     return max(complete)[1] if complete else None
 
 
+def check_stage_config(config: TrainConfig) -> TrainConfig:
+    """What a stage needs that its config names, checked before any model is built or step is taken."""
+    get_stage(config.stage)
+    if config.distributed == "deepspeed":
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError(f"stage {config.stage}: distributed: deepspeed needs the deepspeed package "
+                              "(pip install deepspeed), or set distributed=ddp")
+        if not Path(config.deepspeed).is_file():
+            raise FileNotFoundError(f"stage {config.stage}: deepspeed config {config.deepspeed} not found")
+    if not config.data.annotation_files:
+        raise ConfigError(f"stage {config.stage}: data.annotation_files is empty")
+    for key, path in [*(("data.annotation_files", p) for p in config.data.annotation_files),
+                      ("data.media_root", config.data.media_root)]:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"stage {config.stage}: {key} {path} not found")
+    return config
+
+
+def config_fingerprint(config: TrainConfig) -> str:
+    """A hash of what a stage trains (its config without the settings a resume may change)."""
+    values = {k: v for k, v in to_dict(config).items() if k not in RESUMABLE_CHANGES}
+    values["data"] = {k: v for k, v in values["data"].items() if k != "num_workers"}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def claim_output_dir(config: TrainConfig, checkpoint: Path | None) -> None:
+    """Record the stage and config fingerprint in ``output_dir``; refuse to resume checkpoints of another."""
+    record_path = Path(config.output_dir) / STAGE_RECORD_NAME
+    record = {"stage": config.stage, "config_fingerprint": config_fingerprint(config)}
+    if checkpoint is not None:
+        before = json.loads(record_path.read_text()) if record_path.is_file() else None
+        if before != record:
+            what = "no record of its stage" if before is None else f"stage {before['stage']} (config " \
+                f"{before['config_fingerprint']})"
+            raise ConfigError(
+                f"{checkpoint} belongs to {what}, not stage {config.stage} with this config "
+                f"({record['config_fingerprint']}): give this stage its own output_dir, or resume=false to start over"
+            )
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record) + "\n")
+
+
+class _NoHubAdvice(logging.Filter):
+    """Drops the Trainer's closing "share your model on huggingface.co" line: nothing here goes to a hub."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "huggingface.co/models" not in record.getMessage()
+
+
+_NO_HUB_ADVICE = _NoHubAdvice()
+
+
 def train_stage(config: TrainConfig) -> Path:
     """Run one stage; returns its output directory (a loadable model + tokenizer)."""
-    setup = setup_stage(config)
+    logging.getLogger("transformers.trainer").addFilter(_NO_HUB_ADVICE)
+    setup = setup_stage(check_stage_config(config))
     checkpoint = newest_checkpoint(config.output_dir) if config.resume else None
+    if setup.trainer.is_world_process_zero():
+        claim_output_dir(setup.config, checkpoint)
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
     setup.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -206,15 +266,32 @@ def train_stage(config: TrainConfig) -> Path:
 def run_stages(
     stages: list[str], config_dir: str | Path, overrides: list[str] | None = None, data_root: str | Path | None = None
 ) -> Path:
-    """Run ``stages`` in order from ``config_dir/<stage>.yaml``, each starting from the previous output."""
-    output = None
+    """Run ``stages`` in order from ``config_dir/<stage>.yaml``, each starting from the previous output.
+
+    Every stage's config is loaded and checked before the first stage trains.
+    """
+    configs = stage_chain(stages, config_dir, overrides, data_root)
+    for config in configs:
+        train_stage(config)
+    return Path(configs[-1].output_dir)
+
+
+def stage_chain(
+    stages: list[str], config_dir: str | Path, overrides: list[str] | None = None, data_root: str | Path | None = None
+) -> list[TrainConfig]:
+    """The checked configs of ``stages``, each but the first starting from the previous one's ``output_dir``."""
+    if not stages:
+        raise ValueError("no stages given")
+    configs: list[TrainConfig] = []
     for stage in stages:
         path = Path(config_dir) / f"{stage}.yaml"
-        stage_overrides = list(overrides or []) + ([f"model.init={output}"] if output is not None else [])
-        config = load_train_config(path, stage_overrides, data_root)
+        previous = [f"model.init={configs[-1].output_dir}"] if configs else []
+        config = load_train_config(path, list(overrides or []) + previous, data_root)
         if config.stage != stage:
-            raise ValueError(f"{path} is a {config.stage} config, expected stage {stage}")
-        output = train_stage(config)
-    if output is None:
-        raise ValueError("no stages given")
-    return output
+            raise ConfigError(f"{path} is a {config.stage} config, expected stage {stage}")
+        shared = [c.stage for c in configs if Path(c.output_dir).resolve() == Path(config.output_dir).resolve()]
+        if shared:
+            raise ConfigError(f"stages {shared[0]} and {stage} share output_dir {config.output_dir}: each stage "
+                              "needs its own (drop the output_dir override, or run the stages one by one)")
+        configs.append(config)
+    return [check_stage_config(config) for config in configs]

@@ -46,7 +46,7 @@ class Verdict:
     score: float | None = None  # 0..5
     raw: str | None = None  # the judge's last reply text
     error: str | None = None
-    attempts: int = 0
+    attempts: int = 0  # requests sent to the judge (the HTTP retries of a request that gave up included)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +66,11 @@ class JudgeInfo:
 
 
 class JudgeCallError(RuntimeError):
-    """A chat backend gave up on a request (retries exhausted, or a non-retryable error)."""
+    """A chat backend gave up on a request (retries exhausted, or a non-retryable error) after ``attempts`` tries."""
+
+    def __init__(self, message: str, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.attempts = attempts
 
 
 class Judge(Protocol):
@@ -104,14 +108,16 @@ class LLMJudge:
     def judge(self, request: JudgeRequest) -> Verdict:
         system, user = request.prompt.render(request.item)
         reply, error = None, "no attempt"
+        example = getattr(request.prompt, "example", None)
         for attempt in range(1, self.parse_attempts + 1):
             try:
                 reply = self.backend.complete(system, user)
-                pred, score = parse_reply(reply, request.prompt.reply)
+                pred, score = parse_reply(reply, request.prompt.reply, example)
                 return Verdict(request.item.id, True, pred, score, reply, None, attempt)
             except MalformedReplyError as err:
                 error = str(err)
                 logger.debug("item %s: malformed judge reply (attempt %d): %s", request.item.id, attempt, err)
             except JudgeCallError as err:
-                return Verdict(request.item.id, False, raw=reply, error=str(err), attempts=attempt)
+                sent = attempt - 1 + err.attempts
+                return Verdict(request.item.id, False, raw=reply, error=str(err), attempts=sent)
         return Verdict(request.item.id, False, raw=reply, error=error, attempts=self.parse_attempts)

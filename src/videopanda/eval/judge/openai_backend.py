@@ -77,7 +77,7 @@ class OpenAIBackend:
             except openai.OpenAIError as err:
                 if not _retryable(err) or attempt == cfg.max_attempts:
                     where = f"{cfg.base_url or 'api.openai.com'} {cfg.model}"
-                    raise JudgeCallError(f"{where}: {type(err).__name__}: {err}") from err
+                    raise JudgeCallError(f"{where}: {type(err).__name__}: {err}", attempts=attempt) from err
                 wait = min(cfg.backoff_s * 2 ** (attempt - 1), cfg.max_backoff_s)
                 logger.warning("judge request failed (%s), retry %d in %.1fs", type(err).__name__, attempt, wait)
                 time.sleep(wait)

@@ -51,6 +51,12 @@ class PromptSpec:
         return self.system, self.user_template.format(**fields)
 
     @property
+    def example(self) -> str | None:
+        """The example reply the prompt shows the judge (a reply repeating it is no verdict)."""
+        _, marker, tail = self.user_template.partition(_ONLY_DICT)
+        return tail.format().rstrip(".") if marker else None
+
+    @property
     def hash(self) -> str:
         """Short content hash: recorded with every result and part of every cache key."""
         text = "\x00".join((self.name, self.system, self.user_template, self.reply))

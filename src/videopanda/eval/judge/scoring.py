@@ -1,10 +1,12 @@
 """Strict parsing of judge replies (no ``eval``) and the summary metrics of a judged run.
 
-A reply must contain a dict-like ``{'pred': 'yes'|'no', 'score': N}`` (or
-``{'score': N}`` for the five criteria) with ``0 <= N <= 5``; anything else
-raises ``MalformedReplyError``. Accuracy is reported in both conventions in
+A reply must contain exactly one dict-like ``{'pred': 'yes'|'no', 'score': N}``
+(or ``{'score': N}`` for the five criteria) with ``0 <= N <= 5``, holding one
+verdict and not the prompt's own example (small judges echo it); anything
+else raises ``MalformedReplyError``. Accuracy is reported in both conventions in
 use: ``yes / (yes + no)`` over parsed verdicts (Video-ChatGPT, the release)
-and ``yes / all`` with failures counted as 'no' (lmms-eval).
+and ``yes / all`` with failures counted as 'no' (lmms-eval); ``coverage`` states
+how much of the benchmark was answered and both conventions over all of it.
 """
 
 from __future__ import annotations
@@ -26,24 +28,33 @@ class MalformedReplyError(ValueError):
     """A judge reply that is not the requested dictionary."""
 
 
-def parse_reply(text: str, kind: str) -> tuple[str | None, float]:
-    """Judge reply -> (pred 'yes'/'no' or None for score-only prompts, score in [0, 5])."""
+def parse_reply(text: str, kind: str, example: str | None = None) -> tuple[str | None, float]:
+    """Judge reply -> (pred 'yes'/'no' or None for score-only prompts, score in [0, 5]).
+
+    ``example``: the prompt's example reply; a reply giving the example's verdict repeats it, not a judgement.
+    """
     blocks = _DICT.findall(text or "")
     if len(blocks) != 1:
         raise MalformedReplyError(f"expected one {{...}} dictionary in the reply, found {len(blocks)}: {text[:120]!r}")
-    block = blocks[0]
-    score_match = _SCORE.search(block)
-    if score_match is None:
-        raise MalformedReplyError(f"no numeric 'score' in {block!r}")
-    score = float(score_match.group(1))
+    verdict = _parse_block(blocks[0], kind)
+    if example is not None and verdict == _parse_block(example, kind):
+        raise MalformedReplyError(f"the reply repeats the prompt's example {example!r}: {text[:120]!r}")
+    return verdict
+
+
+def _parse_block(block: str, kind: str) -> tuple[str | None, float]:
+    scores = _SCORE.findall(block)
+    if len(scores) != 1:
+        raise MalformedReplyError(f"expected one numeric 'score' in {block!r}, found {len(scores)}")
+    score = float(scores[0])
     if not 0 <= score <= MAX_SCORE:
         raise MalformedReplyError(f"score {score} outside [0, {MAX_SCORE:g}] in {block!r}")
     if kind == "score":
         return None, score
-    pred_match = _PRED.search(block)
-    if pred_match is None:
-        raise MalformedReplyError(f"no 'pred': 'yes'|'no' in {block!r}")
-    return pred_match.group(1).lower(), score
+    preds = _PRED.findall(block)
+    if len(preds) != 1:
+        raise MalformedReplyError(f"expected one 'pred': 'yes'|'no' in {block!r}, found {len(preds)}")
+    return preds[0].lower(), score
 
 
 def summarize(verdicts: Sequence[Verdict], total: int | None = None) -> dict[str, Any]:
@@ -68,4 +79,23 @@ def summarize(verdicts: Sequence[Verdict], total: int | None = None) -> dict[str
         "mean_score": sum(scores) / len(scores) if scores else None,
         # The release's evaluation truncates each score with int() before averaging (4.5 counts as 4).
         "mean_score_truncated": sum(int(s) for s in scores) / len(scores) if scores else None,
+    }
+
+
+def coverage(summary: dict[str, Any], unanswered: int) -> dict[str, Any]:
+    """How much of the benchmark ``summary`` (of the answered questions) covers, and both accuracy
+    conventions over the whole benchmark: a question the model never answered (missing video) counts as wrong."""
+    answered = summary["total"]
+    questions = answered + unanswered
+    yes, no = summary["yes"], summary["no"]
+    scores = summary["mean_score"]
+    return {
+        "questions": questions,
+        "answered": answered,
+        "unanswered": unanswered,
+        "coverage": answered / questions if questions else None,
+        "accuracy_benchmark": yes / (yes + no + unanswered) if yes + no + unanswered else None,
+        "accuracy_all_benchmark": yes / questions if questions else None,
+        "mean_score_benchmark": (scores * summary["judged"] / (summary["judged"] + unanswered)
+                                 if scores is not None else None),
     }
