@@ -135,6 +135,7 @@ class TrainConfig:
     distributed: Distributed = "ddp"
     deepspeed: str | None = None  # DeepSpeed JSON (distributed: deepspeed)
     fsdp: str = "full_shard auto_wrap"  # FSDP strategy (distributed: fsdp)
+    fsdp_config: str | None = None  # FSDP JSON (configs/fsdp/); None: FSDP2, the STAB and each LLM layer a unit
     logging_steps: int = 10
     save_steps: int = 500
     save_total_limit: int | None = 2

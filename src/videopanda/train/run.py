@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase, TrainingArguments, set_seed
 
-from videopanda.config import save_config
+from videopanda.config import ConfigError, save_config
 from videopanda.data.collator import VideoPandaCollator
 from videopanda.data.dataset import VideoLLaVADataset, load_annotations
 from videopanda.data.processing_videopanda import VideoPandaProcessor
@@ -80,7 +80,9 @@ def load_model(init: ModelInit) -> tuple[VideoPandaForCausalLM, PreTrainedTokeni
         tokenizer = load_tokenizer(init.init)
         model = VideoPandaForCausalLM.from_llm(load_llm(init.init), tokenizer, use_distillation=init.use_distillation,
                                                **{**init.config, **overrides})
-    model.config._validate_geometry()  # a num_frames override must still split into chunks
+    if model.config.num_frames % model.config.chunk_length:
+        raise ConfigError(f"model.num_frames: {model.config.num_frames} frames do not split into chunks of "
+                          f"{model.config.chunk_length}; use a multiple of {model.config.chunk_length} (16, 32, 64)")
     return model, tokenizer
 
 
@@ -117,13 +119,24 @@ def training_arguments(config: TrainConfig, rule: StageRule, rates: dict[str, fl
         # The STAB holds the release's never-called `lmhra2`, and text-only batches skip the STAB.
         ddp_find_unused_parameters=config.distributed == "ddp",
         fsdp=config.fsdp if config.distributed == "fsdp" else "",
-        fsdp_config={"use_orig_params": True} if config.distributed == "fsdp" else None,
+        fsdp_config=fsdp_settings(config) if config.distributed == "fsdp" else None,
         deepspeed=config.deepspeed if config.distributed == "deepspeed" else None,
         use_cpu=not torch.cuda.is_available(),  # also makes torchrun on CPU a gloo DDP run
         log_level="info",
         log_level_replica="warning",
         disable_tqdm=False,
     )
+
+
+def fsdp_settings(config: TrainConfig) -> dict:
+    """The FSDP JSON of ``config.fsdp_config`` (or none). The wrap units default to the model's
+    ``_no_split_modules``: the STAB and the LLM's decoder layer class."""
+    if not config.fsdp_config:
+        return {}
+    try:
+        return json.loads(Path(config.fsdp_config).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"fsdp_config: cannot read {config.fsdp_config}: {err}") from err
 
 
 def build_dataset(
