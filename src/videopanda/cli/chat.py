@@ -42,6 +42,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", help="prompt template (default: the one the model was trained with)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num-frames", type=int, metavar="N",
+                        help="frames sampled per video (a multiple of 4; default: the model's, 8 for the release)")
 
 
 def prompt_template(model_dir: str | Path) -> str:
@@ -62,8 +64,12 @@ def load_predictor(args: argparse.Namespace):
     if not args.video.is_file():
         raise SystemExit(f"video {args.video} not found")
     template = args.template or prompt_template(args.model)
-    config = GenerationConfig(max_new_tokens=args.max_new_tokens, template=template, batch_size=1)
-    return VideoPandaPredictor.from_pretrained(args.model, config, device=args.device)
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, template=template, batch_size=1,
+                              num_frames=args.num_frames)
+    try:
+        return VideoPandaPredictor.from_pretrained(args.model, config, device=args.device)
+    except ValueError as err:  # e.g. a --num-frames that does not split into chunks
+        raise SystemExit(f"{args.model}: {err}") from None
 
 
 def _run_ask(args: argparse.Namespace) -> int:
