@@ -13,11 +13,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--num-frames", type=int, metavar="N",
+                   help="Video-Panda: frames sampled per video (a multiple of 4; default: the model's)")
     p.set_defaults(func=serve_command)
 
 
 def serve_command(args: argparse.Namespace) -> int:
     from videopanda.eval.serve import load_chat_model, serve
 
-    serve(load_chat_model(args.model, args.device), args.host, args.port)
+    serve(load_chat_model(args.model, args.device, num_frames=args.num_frames), args.host, args.port)
     return 0

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from videopanda.data.conversation import Turn
 from videopanda.data.decode import VideoDecodeError
-from videopanda.eval.predict import ChatLLM, VideoPandaPredictor
+from videopanda.eval.predict import ChatLLM, GenerationConfig, VideoPandaPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -133,11 +133,15 @@ def create_app(chat_model: ChatModel, default_max_tokens: int = 512) -> FastAPI:
     return app
 
 
-def load_chat_model(source: str | None, device: str = "cpu") -> ChatModel:
-    """A Video-Panda model directory (its config.json has model_type 'videopanda') or a plain chat LLM."""
+def load_chat_model(source: str | None, device: str = "cpu", num_frames: int | None = None) -> ChatModel:
+    """A Video-Panda model directory (its config.json has model_type 'videopanda') or a plain chat LLM.
+
+    ``num_frames``: a Video-Panda model's frames per video (None: its config's).
+    """
     if source is not None and (Path(source) / "config.json").is_file():
         if json.loads((Path(source) / "config.json").read_text()).get("model_type") == "videopanda":
-            return VideoPandaChatModel(VideoPandaPredictor.from_pretrained(source, device=device), Path(source).name)
+            predictor = VideoPandaPredictor.from_pretrained(source, GenerationConfig(num_frames=num_frames), device=device)
+            return VideoPandaChatModel(predictor, Path(source).name)
     return LLMChatModel(ChatLLM.load(source))
 
 
