@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 CONFIG_NAME = "train_config.yaml"
 SKIP_LOG_NAME = "skipped_samples.jsonl"
+HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}  # TrainConfig.precision -> 16-bit weights
 
 
 @dataclass
@@ -184,6 +185,9 @@ def assemble_stage(
         logger.info("stage %s does not distill: teacher settings ignored", rule.name)
     lora = uses_lora(config, rule)
     if lora:
+        frozen_dtype = HALF_PRECISIONS.get(config.precision)
+        if frozen_dtype is not None and not config.model.load_in_4bit:
+            model.language_model.to(frozen_dtype)  # the frozen base in 16 bits; peft keeps the adapters in fp32
         add_lora(model, config.model.lora, quantized=config.model.load_in_4bit,
                  gradient_checkpointing=config.gradient_checkpointing)
     trainable = apply_stage(model, rule, distilling, lora=lora)
