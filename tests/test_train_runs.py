@@ -1,4 +1,4 @@
-"""Whole training runs in subprocesses: resume after SIGKILL, and two-process DDP (gloo) = one process."""
+"""Whole training runs in subprocesses: resume after SIGKILL, and two-process DDP and FSDP (gloo) = one process."""
 
 from __future__ import annotations
 
@@ -78,27 +78,50 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(world):
     assert_same_weights(final_weights(killed), final_weights(root / "straight"), rtol=0, atol=0)
 
 
-def test_two_process_ddp_matches_one_process_with_the_same_global_batch(world):
-    """Global batch 2: two ranks x 1 sample, or one process x 1 sample x 2 accumulation steps.
+# Global batch 2: two ranks x 1 sample, or one process x 1 sample x 2 accumulation steps. One sample per
+# forward on both sides, so the STAB's BatchNorm sees the same batches.
+COMMON = {"max_steps": 2, "per_device_batch_size": 1, "optim.group_lr.visual": 1e-3, "model.config.stab_dropout": 0.0}
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same kernels (thread split) on both sides
+FSDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fsdp" / "full_shard.json"
 
-    One sample per forward on both sides, so the STAB's BatchNorm sees the same batches.
-    """
-    root = world["root"]
-    common = {"max_steps": 2, "per_device_batch_size": 1, "optim.group_lr.visual": 1e-3,
-              "model.config.stab_dropout": 0.0}
-    single = write_config(world, root / "single", gradient_accumulation_steps=2, **common)
-    double = write_config(world, root / "double", gradient_accumulation_steps=1, **common)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same kernels (thread split) on both sides
-    subprocess.run(train_command(single), check=True, capture_output=True, env=env)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                "-m", "videopanda", "train", "--config", str(double)]
-    run = subprocess.run(torchrun, capture_output=True, text=True, env=env)
+
+@pytest.fixture(scope="module")
+def one_process_run(world) -> dict[str, torch.Tensor]:
+    single = write_config(world, world["root"] / "single", gradient_accumulation_steps=2, **COMMON)
+    subprocess.run(train_command(single), check=True, capture_output=True, env=ONE_THREAD)
+    return trained_weights(world["root"] / "single")
+
+
+def trained_weights(output: Path) -> dict[str, torch.Tensor]:
+    """BatchNorm running statistics are buffers, not trained: DDP keeps rank 0's, like the release."""
+    return {k: v for k, v in final_weights(output).items() if not k.endswith(BN_BUFFERS)}
+
+
+def run_two_processes(config: Path, launcher: list[str]) -> subprocess.CompletedProcess:
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher,
+                "train", "--config", str(config)]
+    run = subprocess.run(torchrun, capture_output=True, text=True, env=ONE_THREAD)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Total train batch size (w. parallel, distributed & accumulation) = 2" in run.stderr
     assert "Gradient Accumulation steps = 1" in run.stderr  # so the 2 comes from 2 ranks
-    # BatchNorm running statistics are buffers, not trained: DDP keeps rank 0's, like the release.
-    double_w, single_w = (
-        {k: v for k, v in final_weights(root / name).items() if not k.endswith(BN_BUFFERS)}
-        for name in ("double", "single")
-    )
-    assert_same_weights(double_w, single_w, rtol=1e-5, atol=1e-6)
+    return run
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(world, one_process_run):
+    double = write_config(world, world["root"] / "double", gradient_accumulation_steps=1, **COMMON)
+    run_two_processes(double, ["-m", "videopanda"])
+    assert_same_weights(trained_weights(world["root"] / "double"), one_process_run, rtol=1e-5, atol=1e-6)
+
+
+def test_two_process_fsdp_matches_one_process_with_the_same_global_batch(world, one_process_run):
+    """FSDP2 full shard through the Trainer, the STAB and each LLaMA decoder layer a unit (configs/fsdp).
+
+    Accelerate enables FSDP only on GPU process groups; ``fsdp_on_cpu.py`` lifts that gate for gloo.
+    """
+    output = world["root"] / "fsdp"
+    config = write_config(world, output, gradient_accumulation_steps=1, distributed="fsdp",
+                          fsdp_config=str(FSDP_CONFIG), **COMMON)
+    run = run_two_processes(config, [str(Path(__file__).parent / "fsdp_on_cpu.py")])
+    sharded = next(line for line in run.stderr.splitlines() if "sharded: FSDP units" in line)
+    assert "STAB" in sharded and "LlamaDecoderLayer" in sharded and "(6 units" in sharded  # + root, embeddings, head
+    assert_same_weights(trained_weights(output), one_process_run, rtol=1e-5, atol=1e-6)

@@ -40,6 +40,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                         help="precision (default auto: bfloat16 only where it is faster than float32)")
+    parser.add_argument("--num-frames", type=int, metavar="N",
+                        help="frames sampled per video (a multiple of 4; default: the model's, 8 for the release)")
 
 
 def load_predictor(args: argparse.Namespace):
@@ -47,7 +49,8 @@ def load_predictor(args: argparse.Namespace):
 
     if not args.video.is_file():
         raise FileNotFoundError(f"video {args.video} not found: give an existing video file with --video")
-    config = GenerationConfig(max_new_tokens=args.max_new_tokens, template=args.template, batch_size=1)
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, template=args.template, batch_size=1,
+                              num_frames=args.num_frames)
     return VideoPandaPredictor.from_pretrained(args.model, config, device=args.device, dtype=args.dtype)
 
 

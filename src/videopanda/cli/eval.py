@@ -49,6 +49,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
     p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                    help="precision (default auto: bfloat16 on CUDA, on CPUs only where it is faster than float32)")
+    p.add_argument("--num-frames", type=int, metavar="N",
+                   help="frames sampled per video (a multiple of 4; default: the model's, 8 for the release)")
     p.set_defaults(func=run_command)
 
 
@@ -88,7 +90,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     questions, video_dir = _questions(args)
     output_dir = args.output_dir or Path(video_dir).parent / args.model_dir.name
-    config = GenerationConfig(args.max_new_tokens, args.template, args.batch_size)
+    config = GenerationConfig(args.max_new_tokens, args.template, args.batch_size, num_frames=args.num_frames)
     predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device, args.dtype)
     record_run_settings(output_dir, args.model_dir, predictor, _benchmark_name(args))
     summary = run_shard(questions, video_dir, predictor, output_dir, args.num_shards, args.shard_id)

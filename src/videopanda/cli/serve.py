@@ -18,11 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                    help="precision of a Video-Panda model (default auto: bfloat16 only where it is faster)")
     p.add_argument("--template", help="prompt template of a Video-Panda model (default: the one it records)")
+    p.add_argument("--num-frames", type=int, metavar="N",
+                   help="Video-Panda: frames sampled per video (a multiple of 4; default: the model's)")
     p.set_defaults(func=serve_command)
 
 
 def serve_command(args: argparse.Namespace) -> int:
     from videopanda.eval.serve import load_chat_model, serve
 
-    serve(load_chat_model(args.model, args.device, args.dtype, args.template), args.host, args.port)
+    serve(load_chat_model(args.model, args.device, args.dtype, args.template, args.num_frames), args.host, args.port)
     return 0

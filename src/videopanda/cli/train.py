@@ -3,6 +3,7 @@
     videopanda train --config configs/small/prealign.yaml [key=value ...]
     videopanda train --config configs/prealign.yaml --data-root /data/videopanda   # fills DATA_ROOT/...
     videopanda train --stages prealign,pretrain,finetune --config-dir configs/small [key=value ...]
+    videopanda train --config configs/finetune_lora.yaml --merge     # LoRA: adapter + merged model
 
 Under several processes, launch it with ``torchrun`` (see ``scripts/*.sh``).
 """
@@ -22,19 +23,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config-dir", default="configs", help="with --stages: directory holding <stage>.yaml")
     parser.add_argument("--data-root", metavar="DIR",
                         help="the seed's data directory: replaces the leading DATA_ROOT of the config's data paths")
+    parser.add_argument("--merge", action="store_true",
+                        help="with model.lora: also save the merged model (loadable like any model directory)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-4")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from videopanda.train.config import load_train_config
+    from videopanda.runtime import DeviceError
+    from videopanda.train.config import ConfigError, load_train_config
     from videopanda.train.run import run_stages, train_stage
 
-    if args.config:
-        output = train_stage(load_train_config(args.config, args.overrides, args.data_root))
-    else:
-        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-        output = run_stages(stages, args.config_dir, args.overrides, args.data_root)
+    overrides = list(args.overrides) + (["merge_lora=true"] if args.merge else [])
+    try:
+        if args.config:
+            output = train_stage(load_train_config(args.config, overrides, args.data_root))
+        else:
+            stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+            output = run_stages(stages, args.config_dir, overrides, args.data_root)
+    except (ConfigError, DeviceError) as err:  # the user's config or machine: one line, no traceback
+        raise SystemExit(f"videopanda train: {err}") from None
     if _is_main_process():
         print(output)
     return 0

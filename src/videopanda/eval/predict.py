@@ -37,6 +37,7 @@ class GenerationConfig:
     max_new_tokens: int = 1024  # the release's limit
     template: str | None = None  # None: the one the model records (``model_template``)
     batch_size: int = 4
+    num_frames: int | None = None  # frames per video; None: the model's (config.num_frames)
 
 
 def model_template(model_dir: str | Path, config: PretrainedConfig | None = None) -> str:
@@ -76,6 +77,10 @@ class VideoPandaPredictor:
         self.processor = processor
         self.config = config
         self.precision = precision or resolve_precision(str(model.dtype).removeprefix("torch."), model.device)
+        self.num_frames = config.num_frames or model.config.num_frames
+        if self.num_frames % model.config.chunk_length:
+            raise ValueError(f"num_frames {self.num_frames} must be a multiple of the chunk length "
+                             f"{model.config.chunk_length}")
 
     @classmethod
     def from_pretrained(
@@ -119,10 +124,10 @@ class VideoPandaPredictor:
     def load_video(self, path: str | Path) -> VisualInputs:
         """The release's sampled frames, preprocessed at student scale without augmentation."""
         cfg = self.model.config
-        frames = read_video_frames(path, num_frames=cfg.num_frames)  # (T, H, W, 3) uint8
+        frames = read_video_frames(path, num_frames=self.num_frames)  # (T, H, W, 3) uint8
         return preprocess_frames(
             frames, image_size=cfg.image_size, teacher_image_size=cfg.teacher_image_size,
-            patch_size=cfg.patch_size, num_frames=cfg.num_frames, with_teacher=False,
+            patch_size=cfg.patch_size, num_frames=self.num_frames, with_teacher=False,
         )
 
     @torch.no_grad()

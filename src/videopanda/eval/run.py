@@ -145,7 +145,7 @@ def record_run_settings(
         "template": predictor.template,
         "precision": predictor.precision.as_dict(),
         "max_new_tokens": predictor.config.max_new_tokens,
-        "num_frames": predictor.model.config.num_frames,
+        "num_frames": predictor.num_frames,
         "benchmark": benchmark,
     }
     path = Path(output_dir) / SETTINGS_FILE

@@ -134,17 +134,19 @@ def create_app(chat_model: ChatModel, default_max_tokens: int = 512) -> FastAPI:
 
 
 def load_chat_model(
-    source: str | None, device: str = "cpu", dtype: str = "auto", template: str | None = None
+    source: str | None, device: str = "cpu", dtype: str = "auto", template: str | None = None,
+    num_frames: int | None = None,
 ) -> ChatModel:
     """A Video-Panda model directory (its config.json has model_type 'videopanda') or a plain chat LLM.
 
     A Video-Panda model answers with the predictor of ``eval run`` and ``ask``: ``dtype`` is the
-    precision policy's (``runtime``), ``template`` None the one the model directory records.
+    precision policy's (``runtime``), ``template`` None the one the model directory records,
+    ``num_frames`` None its config's frames per video.
     """
     if source is not None and (Path(source) / "config.json").is_file():
         if json.loads((Path(source) / "config.json").read_text()).get("model_type") == "videopanda":
-            predictor = VideoPandaPredictor.from_pretrained(
-                source, GenerationConfig(template=template, batch_size=1), device=device, dtype=dtype)
+            config = GenerationConfig(template=template, batch_size=1, num_frames=num_frames)
+            predictor = VideoPandaPredictor.from_pretrained(source, config, device=device, dtype=dtype)
             return VideoPandaChatModel(predictor, Path(source).name)
     return LLMChatModel(ChatLLM.load(source))
 

@@ -16,6 +16,11 @@ per-frame crops are ragged: their s x s windows are gathered into one packed
 ``(N, s*s, d)`` tensor by index, FSRA attends per frame with a segment softmax,
 and the output is assembled by one gather. No Python loop over frames or chunks.
 Frame f's output block is ``[context, row_0 (w tokens), split, row_1, split, ...]``.
+
+Under activation checkpointing (``model.activation_checkpointing_enable()``, training's
+``gradient_checkpointing``) the GSTRA, LSD and FSRA attention blocks are recomputed in the backward
+pass instead of keeping their activations, like the LLM's decoder layers. The LSTE keeps its own:
+its BatchNorm would count a recomputed batch twice in its running statistics.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from videopanda.model.configuration_videopanda import VideoPandaConfig
 
@@ -126,7 +132,7 @@ class GSTRAMlp(nn.Module):
         return self.c_proj(self.dropout(x * torch.sigmoid(1.702 * x)))  # QuickGELU
 
 
-class GlobalSpatioTemporalAttention(nn.Module):
+class GlobalSpatioTemporalAttention(GradientCheckpointingLayer):
     """GSTRA: one query cross-attends over all of a chunk's tokens (pre-norm block)."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
@@ -146,7 +152,7 @@ class GlobalSpatioTemporalAttention(nn.Module):
         return query + self.mlp(self.ln_2(query))
 
 
-class _QueryKeyValueAttention(nn.Module):
+class _QueryKeyValueAttention(GradientCheckpointingLayer):
     """LN+Linear query, LN+Linear key/value (no bias), 8 heads, residual on the query.
 
     The attention form shared by LSD and FSRA. Scale is ``d ** -0.5`` (the full

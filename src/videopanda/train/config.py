@@ -21,18 +21,50 @@ Precision = Literal["auto", "bf16", "fp16", "fp32", "bfloat16", "float16", "floa
 Distributed = Literal["ddp", "fsdp", "deepspeed"]
 
 
+LLAMA_LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class LoraSettings:
+    """Low-rank adapters on the LLM's linear layers (peft); the base LLM stays frozen.
+
+    ``target_modules`` are module-name suffixes of the LLM (LLaMA-family names by default).
+    """
+
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR_LAYERS))
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or not self.target_modules:
+            raise ValueError(f"model.lora needs r >= 1 and target_modules, got r={self.r}, {self.target_modules}")
+
+
 @dataclass
 class ModelInit:
     """Where the stage starts.
 
-    ``init`` is a saved Video-Panda model (the previous stage's output), or an
-    LLM directory / ``"smollm2"`` around which a fresh STAB + projector is built
-    with the ``config`` overrides of :class:`VideoPandaConfig` (e.g. ``image_size``).
+    ``init`` is a saved Video-Panda model (the previous stage's output, merged or a LoRA
+    adapter output), or an LLM directory / ``"smollm2"`` around which a fresh STAB + projector
+    is built with the ``config`` overrides of :class:`VideoPandaConfig` (e.g. ``image_size``).
+    ``num_frames`` (a multiple of the chunk length) replaces the model's frames per video, for
+    fresh and saved models alike. ``lora`` trains adapters on the LLM instead of the LLM itself;
+    ``load_in_4bit`` (QLoRA, CUDA only) holds the frozen base LLM in bitsandbytes NF4.
     """
 
     init: str = "smollm2"
     config: dict[str, Any] = field(default_factory=dict)
     use_distillation: bool = True
+    num_frames: int | None = None
+    lora: LoraSettings | None = None
+    load_in_4bit: bool = False
+
+    def __post_init__(self) -> None:
+        if self.load_in_4bit and self.lora is None:
+            raise ValueError("model.load_in_4bit (QLoRA) trains adapters: also give model.lora")
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ValueError(f"model.num_frames must be positive, got {self.num_frames}")
 
 
 @dataclass
@@ -104,10 +136,12 @@ class TrainConfig:
     distributed: Distributed = "ddp"
     deepspeed: str | None = None  # DeepSpeed JSON (distributed: deepspeed)
     fsdp: str = "full_shard auto_wrap"  # FSDP strategy (distributed: fsdp)
+    fsdp_config: str | None = None  # FSDP JSON (configs/fsdp/); None: FSDP2, the STAB and each LLM layer a unit
     logging_steps: int = 10
     save_steps: int = 500
     save_total_limit: int | None = 2
     resume: bool = True  # continue from the newest complete checkpoint in output_dir
+    merge_lora: bool = False  # with model.lora: also write the merged model to output_dir (`train --merge`)
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -116,6 +150,8 @@ class TrainConfig:
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.model.lora is not None and self.distributed == "fsdp":
+            raise ValueError("model.lora trains with distributed: ddp or deepspeed (ZeRO-2), not fsdp")
 
 
 def _as_float(value: Any, key: str) -> float:
@@ -167,6 +203,6 @@ def with_data_root(config: TrainConfig, data_root: str | Path) -> TrainConfig:
 
 
 __all__ = [
-    "ConfigError", "DataConfig", "ModelInit", "OptimConfig", "TeacherConfig", "TrainConfig", "load_train_config",
+    "ConfigError", "DataConfig", "LoraSettings", "ModelInit", "OptimConfig", "TeacherConfig", "TrainConfig", "load_train_config",
     "with_data_root",
 ]

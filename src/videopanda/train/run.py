@@ -30,7 +30,10 @@ from videopanda.model.llm import load_llm, load_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.runtime import resolve_precision
 from videopanda.train.config import ModelInit, TrainConfig, load_train_config
-from videopanda.train.stages import StageRule, apply_stage, get_stage, group_learning_rates
+from videopanda.train.lora import (
+    add_lora, is_lora_output, load_lora_output, merge_lora_output, qlora_quantization_config, save_lora_output,
+)
+from videopanda.train.stages import LLM_PREFIX, StageRule, apply_stage, get_stage, group_learning_rates
 from videopanda.train.teacher_source import build_teacher_source
 from videopanda.train.trainer import VideoPandaTrainer
 
@@ -41,6 +44,7 @@ SKIP_LOG_NAME = "skipped_samples.jsonl"
 STAGE_RECORD_NAME = "stage.json"  # which stage and config the checkpoints in output_dir belong to
 # Settings a resumed run may change without training something else.
 RESUMABLE_CHANGES = ("resume", "logging_steps", "save_steps", "save_total_limit", "max_steps", "num_epochs")
+HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}  # TrainConfig.precision -> 16-bit weights
 
 
 @dataclass
@@ -59,15 +63,34 @@ def is_videopanda_dir(path: str | Path) -> bool:
 
 
 def load_model(init: ModelInit) -> tuple[VideoPandaForCausalLM, PreTrainedTokenizerBase]:
-    """A saved Video-Panda model, or a fresh STAB + projector around an LLM directory / ``smollm2``."""
-    if is_videopanda_dir(init.init):
+    """A saved Video-Panda model (a LoRA output is rebuilt and merged), or a fresh STAB + projector around an LLM.
+
+    ``init.num_frames`` replaces the model's frames per video; ``init.load_in_4bit`` loads a saved
+    model's LLM in NF4 (QLoRA). The adapters themselves are added by the stage (``lora.add_lora``).
+    """
+    overrides = {} if init.num_frames is None else {"num_frames": init.num_frames}
+    if init.load_in_4bit:
+        if not is_videopanda_dir(init.init):
+            raise ValueError(f"model.load_in_4bit (QLoRA) starts from a saved, merged Video-Panda model; {init.init} "
+                             "is not one (run the stage before it, merged with --merge)")
+        overrides["quantization_config"] = qlora_quantization_config()
+        overrides["device_map"] = {"": torch.cuda.current_device()}  # the rank's GPU (set by TrainingArguments)
+    if is_videopanda_dir(init.init) or is_lora_output(init.init):
         if init.config:
             raise ValueError(f"model.config overrides apply to a fresh model, but {init.init} is a saved Video-Panda model")
-        model = VideoPandaForCausalLM.from_pretrained(init.init, use_distillation=init.use_distillation)
-        return model, load_tokenizer(init.init)
-    tokenizer = load_tokenizer(init.init)
-    llm = load_llm(init.init)
-    model = VideoPandaForCausalLM.from_llm(llm, tokenizer, use_distillation=init.use_distillation, **init.config)
+    if is_videopanda_dir(init.init):
+        model = VideoPandaForCausalLM.from_pretrained(init.init, use_distillation=init.use_distillation, **overrides)
+        tokenizer = load_tokenizer(init.init)
+    elif is_lora_output(init.init):
+        model, tokenizer = load_lora_output(init.init, merge=True)
+        model.config.num_frames = init.num_frames or model.config.num_frames
+    else:
+        tokenizer = load_tokenizer(init.init)
+        model = VideoPandaForCausalLM.from_llm(load_llm(init.init), tokenizer, use_distillation=init.use_distillation,
+                                               **{**init.config, **overrides})
+    if model.config.num_frames % model.config.chunk_length:
+        raise ConfigError(f"model.num_frames: {model.config.num_frames} frames do not split into chunks of "
+                          f"{model.config.chunk_length}; use a multiple of {model.config.chunk_length} (16, 32, 64)")
     return model, tokenizer
 
 
@@ -112,13 +135,24 @@ def training_arguments(config: TrainConfig, rule: StageRule, rates: dict[str, fl
         # The STAB holds the release's never-called `lmhra2`, and text-only batches skip the STAB.
         ddp_find_unused_parameters=config.distributed == "ddp",
         fsdp=config.fsdp if config.distributed == "fsdp" else "",
-        fsdp_config={"use_orig_params": True} if config.distributed == "fsdp" else None,
+        fsdp_config=fsdp_settings(config) if config.distributed == "fsdp" else None,
         deepspeed=config.deepspeed if config.distributed == "deepspeed" else None,
         use_cpu=not torch.cuda.is_available(),  # also makes torchrun on CPU a gloo DDP run
         log_level="info",
         log_level_replica="warning",
         disable_tqdm=False,
     )
+
+
+def fsdp_settings(config: TrainConfig) -> dict:
+    """The FSDP JSON of ``config.fsdp_config`` (or none). The wrap units default to the model's
+    ``_no_split_modules``: the STAB and the LLM's decoder layer class."""
+    if not config.fsdp_config:
+        return {}
+    try:
+        return json.loads(Path(config.fsdp_config).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"fsdp_config: cannot read {config.fsdp_config}: {err}") from err
 
 
 def build_dataset(
@@ -165,7 +199,14 @@ def assemble_stage(
     distilling = rule.distills and config.teacher.enabled and model.distill_head is not None
     if config.teacher.enabled and not distilling:
         logger.info("stage %s does not distill: teacher settings ignored", rule.name)
-    trainable = apply_stage(model, rule, distilling)
+    lora = uses_lora(config, rule)
+    if lora:
+        frozen_dtype = HALF_PRECISIONS.get(config.precision)
+        if frozen_dtype is not None and not config.model.load_in_4bit:
+            model.language_model.to(frozen_dtype)  # the frozen base in 16 bits; peft keeps the adapters in fp32
+        add_lora(model, config.model.lora, quantized=config.model.load_in_4bit,
+                 gradient_checkpointing=config.gradient_checkpointing)
+    trainable = apply_stage(model, rule, distilling, lora=lora)
     model.config.prompt_template = inference_template(config.data.template)  # saved with the model
     modules = sorted({name.split(".")[0] for name in trainable})
     logger.info("stage %s trains %d of %d parameter tensors (%s)", rule.name, len(trainable),
@@ -179,6 +220,16 @@ def assemble_stage(
         stage=rule, rates=rates, teacher_features=teacher,
     )
     return StageSetup(config, rule, model, tokenizer, dataset, trainer)
+
+
+def uses_lora(config: TrainConfig, rule: StageRule) -> bool:
+    """LoRA applies to stages that train the LLM; prealign keeps it frozen, so it gets no adapter."""
+    if config.model.lora is None:
+        return False
+    if LLM_PREFIX not in rule.trainable:
+        logger.info("stage %s keeps the LLM frozen: model.lora ignored (no adapter)", rule.name)
+        return False
+    return True
 
 
 def newest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -255,10 +306,18 @@ def train_stage(config: TrainConfig) -> Path:
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
     setup.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    setup.trainer.save_model(config.output_dir)
+    lora = uses_lora(config, setup.rule)
+    if not lora:
+        setup.trainer.save_model(config.output_dir)
     if setup.trainer.is_world_process_zero():
+        if lora:
+            save_lora_output(setup.model, setup.tokenizer, config.model, config.output_dir)
         save_config(setup.config, Path(config.output_dir) / CONFIG_NAME)  # precision as resolved
-        logger.info("stage %s done: model saved to %s", config.stage, config.output_dir)
+        if lora and config.merge_lora:
+            merge_lora_output(config.output_dir)
+        logger.info("stage %s done: %s saved to %s", config.stage,
+                    "LoRA adapter" + (" and merged model" if config.merge_lora else "") if lora else "model",
+                    config.output_dir)
     setup.trainer.accelerator.wait_for_everyone()
     return Path(config.output_dir)
 

@@ -17,6 +17,8 @@ from torch import nn
 # Wrapper segments that DDP / FSDP / activation checkpointing insert into parameter names.
 _WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 DISTILL_PREFIX = "distill_head"
+LLM_PREFIX = "language_model"
+LORA_SEGMENT = ".lora_"  # peft's adapter parameters: ...q_proj.lora_A.default.weight
 
 
 @dataclass(frozen=True)
@@ -72,19 +74,24 @@ def _matches(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def is_trainable(name: str, rule: StageRule, distilling: bool) -> bool:
-    """Whether parameter ``name`` trains in ``rule``; the distillation head only trains while distilling."""
+def is_trainable(name: str, rule: StageRule, distilling: bool, lora: bool = False) -> bool:
+    """Whether parameter ``name`` trains in ``rule``; the distillation head only trains while distilling.
+
+    With ``lora``, a stage that trains the LLM trains only its adapters (the base LLM stays frozen).
+    """
     name = canonical_name(name)
     if _matches(name, (DISTILL_PREFIX,)) and not distilling:
+        return False
+    if lora and _matches(name, (LLM_PREFIX,)) and LORA_SEGMENT not in name:
         return False
     return _matches(name, rule.trainable)
 
 
-def apply_stage(model: nn.Module, rule: StageRule, distilling: bool) -> list[str]:
+def apply_stage(model: nn.Module, rule: StageRule, distilling: bool, lora: bool = False) -> list[str]:
     """Set ``requires_grad`` per the stage; returns the names of the trainable parameters."""
     trainable = []
     for name, param in model.named_parameters():
-        param.requires_grad_(is_trainable(name, rule, distilling))
+        param.requires_grad_(is_trainable(name, rule, distilling, lora))
         if param.requires_grad:
             trainable.append(name)
     if not trainable:

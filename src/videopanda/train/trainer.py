@@ -58,6 +58,7 @@ class VideoPandaTrainer(Trainer):
         self.add_callback(LossThroughputProgress())
         self.add_callback(SkippedSamplesReport())
         self.add_callback(ThroughputClock(self))
+        self.add_callback(ShardingReport(self))
 
     @property
     def global_batch_size(self) -> int:
@@ -130,6 +131,22 @@ class ThroughputClock(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.trainer._last_log = (state.global_step, time.perf_counter())
+
+
+class ShardingReport(TrainerCallback):
+    """Logs the FSDP units (module classes sharded as one unit) once the model is wrapped."""
+
+    def __init__(self, trainer: VideoPandaTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from torch.distributed.fsdp import FSDPModule
+
+        root = self.trainer.model_wrapped
+        units = [m for m in root.modules() if isinstance(m, FSDPModule)]
+        if units and state.is_world_process_zero:
+            names = sorted({type(m).__name__.removeprefix("FSDP") for m in units if m is not root})
+            logger.info("sharded: FSDP units %s (%d units with the root)", ", ".join(names), len(units))
 
 
 class LossThroughputProgress(ProgressCallback):
