@@ -59,14 +59,16 @@ def accuracy_by_type(predictions: Sequence[dict], types: dict[str, str]) -> dict
     return {key: sum(values) / len(values) for key, values in sorted(hits.items())}
 
 
-def evaluate_qa(predictor: VideoPandaPredictor, qa_set: QASet, output_dir: str | Path) -> dict[str, float]:
-    """Answer every question (``output_dir/merge.jsonl``) and score it with the rule-based match.
+def evaluate_qa(
+    predictor: VideoPandaPredictor, qa_set: QASet, output_dir: str | Path, max_questions: int | None = None
+) -> dict[str, float]:
+    """Answer the first ``max_questions`` questions (all: None) into ``output_dir/merge.jsonl``; rule-based scores.
 
     The predictor is the one ``eval run`` and ``ask`` use, in its own precision: same answers.
     """
     output_dir = Path(output_dir)
     shutil.rmtree(output_dir, ignore_errors=True)  # the eval run resumes from old answers: start afresh
-    questions = qa_set.questions
+    questions = qa_set.questions[:max_questions]
     summary = run_shard(questions, qa_set.video_dir, predictor, output_dir)
     if summary.missing:
         raise ValueError(f"{summary.missing} held-out videos of {qa_set.directory} are missing or unreadable")

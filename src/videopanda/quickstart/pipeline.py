@@ -32,7 +32,7 @@ from videopanda.model.llm import load_llm, load_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.quickstart.config import CHATML_NO_SYSTEM, STAGE_NAMES, QuickstartConfig
 from videopanda.quickstart.evaluate import QASet, evaluate_qa
-from videopanda.quickstart.report import QuickstartResults, table, write_outputs
+from videopanda.quickstart.report import QuickstartResults, questions_note, table, write_outputs
 from videopanda.quickstart.stages import stage_config, train_in_memory
 from videopanda.runtime import Precision, resolve_precision
 
@@ -126,10 +126,13 @@ def run_quickstart(config: QuickstartConfig, started: float | None = None) -> Qu
     with clock.phase("load"):
         model, tokenizer, judge_llm = load_models(config)
     accuracy: dict[str, dict[str, float]] = {}
+    total = len(qa_set.questions)
+    midrun = min(total, config.midrun_eval_questions or total)  # the final model is scored on every question
+    questions = {row: midrun for row in ("untrained", *STAGE_NAMES[:-1])} | {STAGE_NAMES[-1]: total}
     losses: dict[str, list[dict[str, float]]] = {}
     with clock.phase("evaluation"):
         accuracy["untrained"] = evaluate_qa(make_predictor(model, tokenizer, config, precision), qa_set,
-                                            out / "eval/untrained")
+                                            out / "eval/untrained", questions["untrained"])
     final_stage = None
     for stage in STAGE_NAMES:
         train_config = stage_config(config, stage, out / "data/train", out / "runs", precision)
@@ -137,7 +140,7 @@ def run_quickstart(config: QuickstartConfig, started: float | None = None) -> Qu
             losses[stage] = train_in_memory(model, tokenizer, train_config)
         with clock.phase("evaluation"):
             accuracy[stage] = evaluate_qa(make_predictor(model, tokenizer, config, precision), qa_set,
-                                          out / f"eval/{stage}")
+                                          out / f"eval/{stage}", questions[stage])
         logger.info("after %s: %s", stage, {k: round(v, 3) for k, v in accuracy[stage].items()})
         final_stage = train_config
     with clock.phase("save"):
@@ -149,12 +152,13 @@ def run_quickstart(config: QuickstartConfig, started: float | None = None) -> Qu
         with clock.phase("judge"):
             judge = judge_final(judge_llm, config, out / "eval/finetune" / MERGE_FILE, out / "judge")
     results = QuickstartResults(time.perf_counter() - started, load_chance(qa_set.directory), accuracy, losses,
-                                judge, clock.seconds, precision.as_dict())
+                                judge, clock.seconds, precision.as_dict(), questions)
     with clock.phase("report"):
         write_outputs(results, out)
     results.wall_seconds = time.perf_counter() - started
     write_outputs(results, out)  # again, with the final wall time (plots are cheap)
     print(table(results))
+    print(questions_note(results))
     print(f"wall clock: {results.wall_seconds:.0f} s; model in {out / 'model'}, report in {out / 'report.md'}")
     return results
 

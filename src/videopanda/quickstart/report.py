@@ -23,11 +23,12 @@ class QuickstartResults:
     judge: dict | None = None  # the local judge's summary on the final model
     seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per phase
     precision: dict[str, str] = field(default_factory=dict)  # runtime.Precision.as_dict() of the run
+    questions: dict[str, int] = field(default_factory=dict)  # row -> held-out questions it was scored on
 
     def to_json(self) -> dict:
-        """The documented schema: ``{"wall_seconds", "precision", "chance", "accuracy"}``."""
+        """The documented schema: ``{"wall_seconds", "precision", "questions", "chance", "accuracy"}``."""
         return {"wall_seconds": round(self.wall_seconds, 1), "precision": self.precision,
-                "chance": _ordered(self.chance),
+                "questions": self.questions, "chance": _ordered(self.chance),
                 "accuracy": {row: _ordered(_types_only(self.accuracy[row])) for row in ROWS if row in self.accuracy}}
 
 
@@ -52,6 +53,11 @@ def table(results: QuickstartResults) -> str:
             lines.append(f"| {row} | " + " | ".join(_pct(results.accuracy[row].get(t)) for t in types) + " |")
     lines.append("| chance | " + " | ".join(_pct(results.chance.get(t)) for t in types) + " |")
     return "\n".join(lines)
+
+
+def questions_note(results: QuickstartResults) -> str:
+    """Which rows were scored on how many held-out questions (mid-run rows may use a subset)."""
+    return "Questions scored: " + ", ".join(f"{row} {n}" for row, n in results.questions.items()) + "."
 
 
 def _pct(value: float | None) -> str:
@@ -119,6 +125,8 @@ def markdown(results: QuickstartResults) -> str:
         "## Held-out QA accuracy (%), rule-based match",
         "",
         table(results),
+        "",
+        questions_note(results),
         "",
         "Chance: uniform guessing over the answers each question allows. Appearance = colour, shape, size;",
         "temporal = direction, order (which object moves first), count (how many blinks).",

@@ -11,13 +11,14 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.quickstart.config import QuickstartConfig
 from videopanda.runtime import Precision
 from videopanda.train.config import DataConfig, ModelInit, OptimConfig, TeacherConfig, TrainConfig
-from videopanda.train.run import assemble_stage, training_arguments
+from videopanda.train.run import assemble_stage, training_arguments, uses_lora
 from videopanda.train.stages import get_stage, group_learning_rates
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ def stage_config(
     return TrainConfig(
         stage=stage,
         output_dir=str(runs_dir / stage),
-        model=ModelInit(init=config.llm, config=dict(config.model), use_distillation=config.teacher is not None),
+        model=ModelInit(init=config.llm, config=dict(config.model), use_distillation=config.teacher is not None,
+                        lora=config.lora),
         teacher=TeacherConfig(path=config.teacher),
         data=DataConfig(annotation_files=[str(train_root / annotations)], media_root=str(train_root),
                         template="chat_template", max_length=512, num_workers=config.num_workers),
@@ -60,5 +62,7 @@ def train_in_memory(
     args = dataclasses.replace(training_arguments(config, rule, rates), save_strategy="no", report_to=[])
     trainer = assemble_stage(config, rule, rates, args, model, tokenizer).trainer
     trainer.train()
+    if uses_lora(config, rule):  # fold the adapters in: the next stage and the evaluation see a plain model
+        model.language_model = model.language_model.merge_and_unload().to(torch.float32)
     model.eval()
     return [entry for entry in trainer.state.log_history if "loss" in entry]
