@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from videopanda.runtime import DTYPE_CHOICES
@@ -22,6 +24,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_judge(sub)
     _add_report(sub)
     _add_five_criteria(sub)
+
+
+def _user_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Bad input files and settings end the command with their one-line message, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (ValueError, FileNotFoundError) as err:
+            raise SystemExit(f"videopanda eval {args.eval_command}: {err}") from None
+
+    return wrapped
 
 
 # ----------------------------------------------------------------------------- run / merge
@@ -80,6 +95,7 @@ def _questions(args: argparse.Namespace):
     return questions[: args.max_samples] if args.max_samples else questions, video_dir
 
 
+@_user_errors
 def run_command(args: argparse.Namespace) -> int:
     from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
     from videopanda.eval.run import merge_shards, record_run_settings, run_shard
@@ -99,6 +115,7 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+@_user_errors
 def merge_command(args: argparse.Namespace) -> int:
     from videopanda.eval.run import merge_shards
 
@@ -129,8 +146,12 @@ def _add_judge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("predictions", type=Path, help="merge.jsonl: lines {id, question, answer, pred}")
     p.add_argument("--output-dir", type=Path, help="default: <predictions dir>/judge_<backend>")
     p.add_argument("--prompt", default="qa", help="judge prompt: qa, or a five-criteria name")
-    p.add_argument("--benchmark-name", help="recorded in results.json (default: the predictions' grandparent)")
-    p.add_argument("--model-name", help="recorded in results.json (default: the predictions' directory)")
+    p.add_argument("--benchmark-name", help="recorded in metrics.jsonl (default: the predictions' grandparent)")
+    p.add_argument("--model-name", help="recorded in metrics.jsonl (default: the predictions' directory)")
+    p.add_argument("--resume-from", type=Path, help="the release's judge output (its --output_dir of <id>.json "
+                   "files, or its combined results.json): items judged there are not asked again")
+    p.add_argument("--release-json", type=Path, help="also write the release's combined {id: [verdict, qa]} "
+                   "file (its --output_json, e.g. <predictions dir>/results.json)")
     _add_judge_backend(p)
     p.set_defaults(func=judge_command)
 
@@ -158,6 +179,7 @@ def build_judge(args: argparse.Namespace):
     return LLMJudge(OpenAIBackend(config))
 
 
+@_user_errors
 def judge_command(args: argparse.Namespace) -> int:
     from videopanda.eval.judge.prompts import get_prompt
     from videopanda.eval.judge.runner import load_predictions, run_judge
@@ -171,7 +193,8 @@ def judge_command(args: argparse.Namespace) -> int:
         "predictions": str(args.predictions),
     }
     workers = 1 if args.backend == "local" else args.workers
-    results = run_judge(items, output_dir, build_judge(args), prompt, args.cache, workers, meta)
+    results = run_judge(items, output_dir, build_judge(args), prompt, args.cache, workers, meta,
+                        args.resume_from, args.release_json)
     print(json.dumps({k: results[k] for k in ("accuracy", "accuracy_all", "mean_score", "judged", "failures")}))
     return 0
 
@@ -180,17 +203,18 @@ def judge_command(args: argparse.Namespace) -> int:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="Markdown/CSV table and bar chart over results.json files")
-    p.add_argument("results", type=Path, nargs="+", help="results.json files (or directories holding one)")
+    p = sub.add_parser("report", help="Markdown/CSV table and bar chart over judged runs")
+    p.add_argument("results", type=Path, nargs="+", help="`eval judge` output directories, or the release's judge "
+                   "output (its --output_dir or its combined results.json)")
     p.add_argument("--out", type=Path, default=Path("report"))
     p.set_defaults(func=report_command)
 
 
+@_user_errors
 def report_command(args: argparse.Namespace) -> int:
     from videopanda.eval.report import write_report
 
-    files = [p / "results.json" if p.is_dir() else p for p in args.results]
-    paths = write_report(files, args.out)
+    paths = write_report(args.results, args.out)
     print(paths["md"].read_text())
     logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return 0
