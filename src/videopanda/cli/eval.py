@@ -27,13 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _user_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Bad input files and settings end the command with their one-line message, not a traceback."""
+    """Bad input files and settings, and unreachable servers, end the command with their one-line message."""
 
     @functools.wraps(command)
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return command(args)
-        except (ValueError, FileNotFoundError) as err:
+        except (ValueError, OSError) as err:
             raise SystemExit(f"videopanda eval {args.eval_command}: {err}") from None
 
     return wrapped
@@ -52,10 +52,10 @@ def _add_qa_source(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="answer a QA benchmark with a model (sharded, resumable)")
-    p.add_argument("model_dir", type=Path, help="a trained Video-Panda model directory")
+    p = sub.add_parser("run", help="answer a QA benchmark with a model or a served one (sharded, resumable)")
+    p.add_argument("model_dir", type=Path, nargs="?", help="a trained Video-Panda model directory (or --endpoint)")
     _add_qa_source(p)
-    p.add_argument("--output-dir", type=Path, help="default: <benchmark dir>/<model dir name>")
+    p.add_argument("--output-dir", type=Path, help="default: <benchmark dir>/<model dir or endpoint model name>")
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--shard-id", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4)
@@ -64,7 +64,23 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
     p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                    help="precision (default auto: bfloat16 on CUDA, on CPUs only where it is faster than float32)")
+    _add_endpoint(p)
     p.set_defaults(func=run_command)
+
+
+def _add_endpoint(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("a served model instead of MODEL_DIR (any OpenAI-compatible server: vLLM, SGLang, "
+                             "videopanda serve)")
+    g.add_argument("--endpoint", metavar="URL", help="its base URL, e.g. http://HOST:8000/v1")
+    g.add_argument("--endpoint-model", metavar="NAME", help="the served model's id (see URL/models)")
+    g.add_argument("--endpoint-video-as", default="video_url", metavar="{video_url,file_url,frames}",
+                   help="video_url: the file inline as a data: URL (default); file_url: a file:// URL the server "
+                   "reads from its own disk; frames: the release's sampled frames as image_url parts")
+    g.add_argument("--endpoint-frames", type=int, default=8, help="frames sent with --endpoint-video-as frames")
+    g.add_argument("--api-key", help="default: $OPENAI_API_KEY ('EMPTY' for local servers)")
+    g.add_argument("--workers", type=int, default=8, help="concurrent requests")
+    g.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    g.add_argument("--max-attempts", type=int, default=6, help="HTTP attempts per request (429/5xx/timeouts)")
 
 
 def _add_merge(sub: argparse._SubParsersAction) -> None:
@@ -95,16 +111,38 @@ def _questions(args: argparse.Namespace):
     return questions[: args.max_samples] if args.max_samples else questions, video_dir
 
 
+def _run_predictor(args: argparse.Namespace):
+    """(predictor, its run settings, default output directory name) for MODEL_DIR or --endpoint."""
+    if (args.model_dir is None) == (args.endpoint is None):
+        raise SystemExit("give a MODEL_DIR or --endpoint URL --endpoint-model NAME (one of them)")
+    if args.endpoint is not None:
+        from videopanda.eval.endpoint import EndpointConfig, EndpointPredictor
+
+        if not args.endpoint_model:
+            raise SystemExit("--endpoint needs --endpoint-model NAME (the served model's id)")
+        config = EndpointConfig(
+            args.endpoint, args.endpoint_model, args.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+            args.endpoint_video_as, args.endpoint_frames, args.max_new_tokens, args.workers, args.timeout,
+            args.max_attempts,
+        )
+        predictor = EndpointPredictor(config)
+        return predictor, predictor.settings(), args.endpoint_model.replace("/", "--")
+    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+    from videopanda.eval.run import model_run_settings
+
+    config = GenerationConfig(args.max_new_tokens, args.template, args.batch_size)
+    predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device, args.dtype)
+    return predictor, model_run_settings(args.model_dir, predictor), args.model_dir.name
+
+
 @_user_errors
 def run_command(args: argparse.Namespace) -> int:
-    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
     from videopanda.eval.run import merge_shards, record_run_settings, run_shard
 
     questions, video_dir = _questions(args)
-    output_dir = args.output_dir or Path(video_dir).parent / args.model_dir.name
-    config = GenerationConfig(args.max_new_tokens, args.template, args.batch_size)
-    predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device, args.dtype)
-    record_run_settings(output_dir, args.model_dir, predictor)
+    predictor, settings, name = _run_predictor(args)
+    output_dir = args.output_dir or Path(video_dir).parent / name
+    record_run_settings(output_dir, settings)
     summary = run_shard(questions, video_dir, predictor, output_dir, args.num_shards, args.shard_id)
     logger.info("shard %d/%d: %s", args.shard_id, args.num_shards, summary)
     if args.num_shards == 1:
