@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_judge(sub)
     _add_report(sub)
     _add_five_criteria(sub)
+    _add_lmms_tasks(sub)
 
 
 def _user_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -300,4 +301,34 @@ def five_criteria_command(args: argparse.Namespace) -> int:
                             args.cache, 1 if args.backend == "local" else args.workers, meta)
         summary[criterion.name] = results["mean_score"]
     print(json.dumps(summary))
+    return 0
+
+
+# ----------------------------------------------------------------------------- lmms-eval tasks
+
+
+def _add_lmms_tasks(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lmms-tasks", help="write our QA tasks for lmms-eval and print the directory for "
+                       "--include_path")
+    p.add_argument("--data-root", type=Path, required=True, help="DATA_ROOT holding eval/GPT_Zero_Shot_QA/")
+    p.add_argument("--out", type=Path, help="default: DATA_ROOT/eval/lmms_tasks")
+    p.add_argument("--benchmark", action="append", help="only these (repeatable; default: every one found)")
+    p.add_argument("--backend", choices=("openai", "rule"), default="openai", help="the tasks' LLM judge, or "
+                   "the rule-based match only")
+    p.add_argument("--judge-model", default="gpt-3.5-turbo", help="the endpoint's model id")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint (default api.openai.com); the key is read from "
+                   "$OPENAI_API_KEY when lmms-eval runs")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=lmms_tasks_command)
+
+
+@_user_errors
+def lmms_tasks_command(args: argparse.Namespace) -> int:
+    from videopanda.lmms.tasks_dir import TaskJudge, write_tasks_dir
+
+    out = args.out or args.data_root / "eval" / "lmms_tasks"
+    judge = TaskJudge(args.backend, args.judge_model, args.base_url, args.seed)
+    tasks = write_tasks_dir(args.data_root, out, judge, args.benchmark)
+    logger.info("tasks %s: lmms-eval --include_path %s --tasks %s", ", ".join(tasks), out, ",".join(tasks))
+    print(out)
     return 0
