@@ -15,7 +15,6 @@ QA prompt on any OpenAI-compatible endpoint, and our rule-based match. Metrics:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,49 +28,46 @@ from videopanda.eval.judge.scoring import summarize
 METRICS = ("gpt_eval_accuracy", "gpt_eval_accuracy_all", "gpt_eval_score", "rule_accuracy")
 
 
-@dataclass
-class QATaskFunctions:
-    """doc_to_* / process_results / aggregations over one judge (an ``LLMJudge``, or ``RuleJudge`` alone)."""
+def doc_to_visual(doc: Mapping[str, Any]) -> list[str]:
+    return [doc["video"]]
 
-    judge: Judge
-    prompt_name: str = "qa"
 
-    def doc_to_visual(self, doc: Mapping[str, Any]) -> list[str]:
-        return [doc["video"]]
+def doc_to_text(doc: Mapping[str, Any], lmms_eval_specific_kwargs: Mapping[str, Any] | None = None) -> str:
+    kwargs = lmms_eval_specific_kwargs or {}
+    return f"{kwargs.get('pre_prompt', '')}{doc['question']}{kwargs.get('post_prompt', '')}"
 
-    def doc_to_text(self, doc: Mapping[str, Any], lmms_eval_specific_kwargs: Mapping[str, Any] | None = None) -> str:
-        kwargs = lmms_eval_specific_kwargs or {}
-        return f"{kwargs.get('pre_prompt', '')}{doc['question']}{kwargs.get('post_prompt', '')}"
 
-    def doc_to_target(self, doc: Mapping[str, Any]) -> str:
-        return doc["answer"]
+def doc_to_target(doc: Mapping[str, Any]) -> str:
+    return doc["answer"]
 
-    def process_results(self, doc: Mapping[str, Any], results: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Both judges' verdicts on one answer, the same record under every metric."""
-        item = QAItem(str(doc["question_id"]), doc["question"], doc["answer"], results[0])
-        prompt = get_prompt(self.prompt_name)
-        record = {
-            "question_id": item.id, "question": item.question, "answer": item.answer, "pred": item.pred,
-            "judge": self.judge.judge(JudgeRequest(item, prompt)).to_dict(),
-            "rule": RuleJudge().judge(JudgeRequest(item, prompt)).to_dict(),
-        }
-        return {metric: record for metric in METRICS}
 
-    @staticmethod
-    def aggregate_accuracy(results: Sequence[Mapping[str, Any]], args: Any = None) -> float | None:
-        return _percent(_summary(results, "judge")["accuracy"])
+def process_results(doc: Mapping[str, Any], results: Sequence[str], judge: Judge,
+                    prompt_name: str = "qa") -> dict[str, dict[str, Any]]:
+    """Both judges' verdicts on one answer, the same record under every metric."""
+    item = QAItem(str(doc["question_id"]), doc["question"], doc["answer"], results[0])
+    prompt = get_prompt(prompt_name)
+    record = {
+        "question_id": item.id, "question": item.question, "answer": item.answer, "pred": item.pred,
+        "judge": judge.judge(JudgeRequest(item, prompt)).to_dict(),
+        "rule": RuleJudge().judge(JudgeRequest(item, prompt)).to_dict(),
+    }
+    return {metric: record for metric in METRICS}
 
-    @staticmethod
-    def aggregate_accuracy_all(results: Sequence[Mapping[str, Any]], args: Any = None) -> float | None:
-        return _percent(_summary(results, "judge")["accuracy_all"])
 
-    @staticmethod
-    def aggregate_score(results: Sequence[Mapping[str, Any]], args: Any = None) -> float | None:
-        return _summary(results, "judge")["mean_score"]
+def aggregate_accuracy(results: Sequence[Mapping[str, Any]], args: Any = None) -> float | None:
+    return _percent(_summary(results, "judge")["accuracy"])
 
-    @staticmethod
-    def aggregate_rule_accuracy(results: Sequence[Mapping[str, Any]], args: Any = None) -> float | None:
-        return _percent(_summary(results, "rule")["accuracy"])
+
+def aggregate_accuracy_all(results: Sequence[Mapping[str, Any]], args: Any = None) -> float | None:
+    return _percent(_summary(results, "judge")["accuracy_all"])
+
+
+def aggregate_score(results: Sequence[Mapping[str, Any]], args: Any = None) -> float | None:
+    return _summary(results, "judge")["mean_score"]
+
+
+def aggregate_rule_accuracy(results: Sequence[Mapping[str, Any]], args: Any = None) -> float | None:
+    return _percent(_summary(results, "rule")["accuracy"])
 
 
 def judge_from_settings(path: str | Path, api_key: str = "EMPTY") -> Judge:
