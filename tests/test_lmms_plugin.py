@@ -84,6 +84,7 @@ def test_lmms_eval_runs_our_task_end_to_end(synth_root, tiny_videopanda_dir, scr
         [sys.executable, "-m", "lmms_eval", "--model", "videopanda", "--model_args",
          f"pretrained={tiny_videopanda_dir},dtype=float32,num_frames=8,max_new_tokens=3", "--tasks",
          "videopanda_synthqa", "--include_path", str(tasks_dir), "--limit", "2", "--batch_size", "2",
+         "--gen_kwargs", "max_new_tokens=3",  # the task asks for the release's 1024
          "--output_path", str(tmp_path / "out"), "--log_samples"],
         capture_output=True, text=True, env=env, timeout=600,
     )
