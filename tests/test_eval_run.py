@@ -12,6 +12,7 @@ from conftest import moving_square_frames
 from videopanda.cli import main
 from videopanda.data.video_writer import write_video
 from videopanda.eval.jsonl import read_jsonl
+from videopanda.eval.judge.runner import read_metrics
 from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
 from videopanda.eval.run import load_qa_pairs, merge_shards, run_shard, shard_files, shard_items
 
@@ -119,7 +120,7 @@ def test_run_judge_report_through_the_cli(qa_set, tiny_model_dir, tmp_path, scri
 
     assert main(["eval", "judge", str(out / "merge.jsonl"), "--backend", "rule", "--output-dir", str(out / "rule"),
                  "--benchmark-name", "MSVD"]) == 0
-    rule = json.loads((out / "rule" / "results.json").read_text())
+    rule = read_metrics(out / "rule")
     assert (rule["benchmark"], rule["model"], rule["judged"]) == ("MSVD", "tiny-panda", 6)  # model: run_settings.json
     assert rule["judge"]["backend"] == "rule"
     # Coverage from missing.jsonl: 6 of 8 answered; unanswered questions count as wrong over the whole benchmark.
@@ -131,7 +132,7 @@ def test_run_judge_report_through_the_cli(qa_set, tiny_model_dir, tmp_path, scri
     assert main(["eval", "judge", str(out / "merge.jsonl"), "--backend", "openai", "--base-url", server.base_url,
                  "--judge-model", "j1", "--workers", "1", "--output-dir", str(out / "gpt"),
                  "--benchmark-name", "MSVD"]) == 0
-    judged = json.loads((out / "gpt" / "results.json").read_text())
+    judged = read_metrics(out / "gpt")
     assert judged["judged"] + judged["failures"] == 6 and judged["yes"] == judged["judged"]
     assert judged["judge"]["model"] == "j1" and judged["judge"]["prompt_hash"]
 
@@ -165,10 +166,10 @@ def test_five_criteria_answer_and_judge(qa_set, tiny_model_dir, tmp_path, script
     consistency = [r for r in server.requests if "Question 2: which thing moves?" in r["messages"][1]["content"]]
     assert len(consistency) == 1
     for criterion in ("correctness", "detail", "context", "temporal", "consistency"):
-        results = json.loads((tmp_path / "out" / f"judge_{criterion}" / "results.json").read_text())
+        results = read_metrics(tmp_path / "out" / f"judge_{criterion}")
         assert results["mean_score"] == 3.0 and results["judge"]["prompt"] == criterion
-    assert sorted(json.loads((tmp_path / "out" / "judge_correctness" / "combined.json").read_text())) == [
-        "clip0_0", "clip0_1"]
+    assert sorted(p.name for p in (tmp_path / "out" / "judge_correctness").glob("*.json")) == [
+        "clip0_0.json", "clip0_1.json"]
 
 
 def test_benchmarks_by_name_follow_the_release_layout(tmp_path):
@@ -192,7 +193,7 @@ def test_synthetic_benchmark_by_name_run_judge_report(tiny_model_dir, tmp_path):
     test_q = json.loads((out.parent / "test_q.json").read_text())
     assert [r["id"] for r in read_jsonl(out / "merge.jsonl")] == [str(q["question_id"]) for q in test_q[:3]]
     assert main(["eval", "judge", str(out / "merge.jsonl"), "--backend", "rule"]) == 0
-    results = json.loads((out / "judge_rule" / "results.json").read_text())
+    results = read_metrics(out / "judge_rule")
     assert (results["benchmark"], results["model"], results["total"]) == ("Synth", "tiny-panda", 3)
     assert main(["eval", "report", str(out / "judge_rule"), "--out", str(tmp_path / "report")]) == 0
     assert "| Synth |" in (tmp_path / "report" / "report.md").read_text()

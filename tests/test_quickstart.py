@@ -9,6 +9,7 @@ import pytest
 from conftest import assert_same_greedy_answer
 from videopanda.data.synth import QA_DIR
 from videopanda.eval.judge.rule_backend import rule_match
+from videopanda.eval.judge.runner import read_metrics
 from videopanda.quickstart.config import STAGE_NAMES, QuickstartConfig
 from videopanda.quickstart.evaluate import accuracy_by_type
 from videopanda.quickstart.report import QuickstartResults, table
@@ -52,7 +53,7 @@ def test_report_plots_and_judge_are_written(quickstart_dir):
     assert "| finetune |" in report and "| chance |" in report
     for name in ("loss.png", "accuracy.png"):
         assert (quickstart_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    judge = json.loads((quickstart_dir / "judge" / "results.json").read_text())
+    judge = read_metrics(quickstart_dir / "judge")
     assert judge["total"] == 1 and judge["judge"]["backend"] == "local"
 
 

@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_judge(sub)
     _add_report(sub)
     _add_five_criteria(sub)
+    _add_lmms_tasks(sub)
 
 
 # ----------------------------------------------------------------------------- run / merge
@@ -37,10 +38,10 @@ def _add_qa_source(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="answer a QA benchmark with a model (sharded, resumable)")
-    p.add_argument("model_dir", type=Path, help="a trained Video-Panda model directory")
+    p = sub.add_parser("run", help="answer a QA benchmark with a model or a served one (sharded, resumable)")
+    p.add_argument("model_dir", type=Path, nargs="?", help="a trained Video-Panda model directory (or --endpoint)")
     _add_qa_source(p)
-    p.add_argument("--output-dir", type=Path, help="default: <benchmark dir>/<model dir name>")
+    p.add_argument("--output-dir", type=Path, help="default: <benchmark dir>/<model dir or endpoint model name>")
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--shard-id", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4)
@@ -51,7 +52,23 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="precision (default auto: bfloat16 on CUDA, on CPUs only where it is faster than float32)")
     p.add_argument("--num-frames", type=int, metavar="N",
                    help="frames sampled per video (a multiple of 4; default: the model's, 8 for the release)")
+    _add_endpoint(p)
     p.set_defaults(func=run_command)
+
+
+def _add_endpoint(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("a served model instead of MODEL_DIR (any OpenAI-compatible server: vLLM, SGLang, "
+                             "videopanda serve)")
+    g.add_argument("--endpoint", metavar="URL", help="its base URL, e.g. http://HOST:8000/v1")
+    g.add_argument("--endpoint-model", metavar="NAME", help="the served model's id (see URL/models)")
+    g.add_argument("--endpoint-video-as", default="video_url", metavar="{video_url,file_url,frames}",
+                   help="video_url: the file inline as a data: URL (default); file_url: a file:// URL the server "
+                   "reads from its own disk; frames: the release's sampled frames as image_url parts")
+    g.add_argument("--endpoint-frames", type=int, default=8, help="frames sent with --endpoint-video-as frames")
+    g.add_argument("--api-key", help="default: $OPENAI_API_KEY ('EMPTY' for local servers)")
+    g.add_argument("--workers", type=int, default=8, help="concurrent requests")
+    g.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    g.add_argument("--max-attempts", type=int, default=6, help="HTTP attempts per request (429/5xx/timeouts)")
 
 
 def _add_merge(sub: argparse._SubParsersAction) -> None:
@@ -84,15 +101,38 @@ def _questions(args: argparse.Namespace):
     return questions[: args.max_samples] if args.max_samples else questions, video_dir
 
 
-def run_command(args: argparse.Namespace) -> int:
+def _run_predictor(args: argparse.Namespace):
+    """(predictor, its run settings, default output directory name) for MODEL_DIR or --endpoint."""
+    if (args.model_dir is None) == (args.endpoint is None):
+        raise SystemExit("give a MODEL_DIR or --endpoint URL --endpoint-model NAME (one of them)")
+    if args.endpoint is not None:
+        from videopanda.eval.endpoint import EndpointConfig, EndpointPredictor
+
+        if not args.endpoint_model:
+            raise SystemExit("--endpoint needs --endpoint-model NAME (the served model's id)")
+        config = EndpointConfig(
+            args.endpoint, args.endpoint_model, args.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+            args.endpoint_video_as, args.endpoint_frames, args.max_new_tokens, args.workers, args.timeout,
+            args.max_attempts,
+        )
+        predictor = EndpointPredictor(config)
+        settings = {**predictor.settings(), "benchmark": _benchmark_name(args)}
+        return predictor, settings, args.endpoint_model.replace("/", "--")
     from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+    from videopanda.eval.run import model_run_settings
+
+    config = GenerationConfig(args.max_new_tokens, args.template, args.batch_size, num_frames=args.num_frames)
+    predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device, args.dtype)
+    return predictor, model_run_settings(args.model_dir, predictor, _benchmark_name(args)), args.model_dir.name
+
+
+def run_command(args: argparse.Namespace) -> int:
     from videopanda.eval.run import merge_shards, record_run_settings, run_shard
 
     questions, video_dir = _questions(args)
-    output_dir = args.output_dir or Path(video_dir).parent / args.model_dir.name
-    config = GenerationConfig(args.max_new_tokens, args.template, args.batch_size, num_frames=args.num_frames)
-    predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device, args.dtype)
-    record_run_settings(output_dir, args.model_dir, predictor, _benchmark_name(args))
+    predictor, settings, name = _run_predictor(args)
+    output_dir = args.output_dir or Path(video_dir).parent / name
+    record_run_settings(output_dir, settings)
     summary = run_shard(questions, video_dir, predictor, output_dir, args.num_shards, args.shard_id)
     logger.info("shard %d/%d: %s", args.shard_id, args.num_shards, summary)
     if args.num_shards == 1:
@@ -144,12 +184,16 @@ def _add_judge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("predictions", type=Path, help="merge.jsonl: lines {id, question, answer, pred}")
     p.add_argument("--output-dir", type=Path, help="default: <predictions dir>/judge_<backend>")
     p.add_argument("--prompt", default="qa", help="judge prompt: qa, or a five-criteria name")
-    p.add_argument("--benchmark-name", help="recorded in results.json (default: the benchmark run_settings.json "
+    p.add_argument("--benchmark-name", help="recorded in metrics.jsonl (default: the benchmark run_settings.json "
                    "beside the predictions records)")
-    p.add_argument("--model-name", help="recorded in results.json (default: the model directory run_settings.json "
+    p.add_argument("--model-name", help="recorded in metrics.jsonl (default: the model directory run_settings.json "
                    "beside the predictions records)")
     p.add_argument("--num-questions", type=int, metavar="N", help="questions in the whole benchmark, for the "
                    "coverage (default: the predictions + the unanswered ones listed in missing.jsonl beside them)")
+    p.add_argument("--resume-from", type=Path, help="the release's judge output (its --output_dir of <id>.json "
+                   "files, or its combined results.json): items judged there are not asked again")
+    p.add_argument("--release-json", type=Path, help="also write the release's combined {id: [verdict, qa]} "
+                   "file (its --output_json, e.g. <predictions dir>/results.json)")
     _add_judge_backend(p)
     p.set_defaults(func=judge_command)
 
@@ -187,7 +231,8 @@ def judge_command(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or args.predictions.parent / f"judge_{args.backend}"
     meta = {**_run_names(args), "predictions": str(args.predictions)}
     workers = 1 if args.backend == "local" else args.workers
-    results = run_judge(items, output_dir, build_judge(args), prompt, args.cache, workers, meta, unanswered)
+    results = run_judge(items, output_dir, build_judge(args), prompt, args.cache, workers, meta, unanswered,
+                        args.resume_from, args.release_json)
     shown = ("accuracy", "accuracy_all", "mean_score", "judged", "failures", "answered", "questions",
              "accuracy_benchmark", "accuracy_all_benchmark")
     print(json.dumps({k: results[k] for k in shown}))
@@ -232,8 +277,9 @@ def _unanswered(args: argparse.Namespace, items) -> int:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="Markdown/CSV table and bar chart over results.json files")
-    p.add_argument("results", type=Path, nargs="+", help="results.json files (or directories holding one)")
+    p = sub.add_parser("report", help="Markdown/CSV table and bar chart over judged runs")
+    p.add_argument("results", type=Path, nargs="+", help="`eval judge` output directories, or the release's judge "
+                   "output (its --output_dir or its combined results.json)")
     p.add_argument("--out", type=Path, default=Path("report"), help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     p.set_defaults(func=report_command)
@@ -242,8 +288,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def report_command(args: argparse.Namespace) -> int:
     from videopanda.eval.report import write_report
 
-    files = [p / "results.json" if p.is_dir() else p for p in args.results]
-    paths = write_report(files, args.out, args.overwrite)
+    paths = write_report(args.results, args.out, args.overwrite)
     print(paths["md"].read_text())
     logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return 0
@@ -304,4 +349,33 @@ def five_criteria_command(args: argparse.Namespace) -> int:
     if incomplete:
         logger.error("criteria not fully judged: %s; rerun to retry them", ", ".join(incomplete))
         return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------- lmms-eval tasks
+
+
+def _add_lmms_tasks(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lmms-tasks", help="write our QA tasks for lmms-eval and print the directory for "
+                       "--include_path")
+    p.add_argument("--data-root", type=Path, required=True, help="DATA_ROOT holding eval/GPT_Zero_Shot_QA/")
+    p.add_argument("--out", type=Path, help="default: DATA_ROOT/eval/lmms_tasks")
+    p.add_argument("--benchmark", action="append", help="only these (repeatable; default: every one found)")
+    p.add_argument("--backend", choices=("openai", "rule"), default="openai", help="the tasks' LLM judge, or "
+                   "the rule-based match only")
+    p.add_argument("--judge-model", default="gpt-3.5-turbo", help="the endpoint's model id")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint (default api.openai.com); the key is read from "
+                   "$OPENAI_API_KEY when lmms-eval runs")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=lmms_tasks_command)
+
+
+def lmms_tasks_command(args: argparse.Namespace) -> int:
+    from videopanda.lmms.tasks_dir import TaskJudge, write_tasks_dir
+
+    out = args.out or args.data_root / "eval" / "lmms_tasks"
+    judge = TaskJudge(args.backend, args.judge_model, args.base_url, args.seed)
+    tasks = write_tasks_dir(args.data_root, out, judge, args.benchmark)
+    logger.info("tasks %s: lmms-eval --include_path %s --tasks %s", ", ".join(tasks), out, ",".join(tasks))
+    print(out)
     return 0

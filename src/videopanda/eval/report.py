@@ -1,4 +1,10 @@
-"""``eval report``: a Markdown + CSV table over benchmarks x models and a bar chart, from results.json files."""
+"""``eval report``: a Markdown + CSV table over benchmarks x models and a bar chart, from judged runs.
+
+A judged run is any of: an ``eval judge`` output directory (its ``metrics.jsonl``), an
+older ``results.json`` of ours, the release's judge ``--output_dir`` (``<id>.json`` per
+item) or the release's combined ``--output_json`` (``{id: [verdict, qa]}``). Each row
+carries our numbers and the release's score convention (``int()`` per score).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+from videopanda.eval.judge import release_files
+from videopanda.eval.judge.prompts import QA
+from videopanda.eval.judge.runner import METRICS_FILE, read_metrics
+from videopanda.eval.judge.scoring import summarize
 
 
 @dataclass(frozen=True)
@@ -16,32 +28,62 @@ class ResultRow:
     judge: str  # backend:model@prompt_hash
     accuracy: float | None  # yes / (yes + no), in %
     accuracy_all: float | None  # yes / all, failures as no, in %
-    score: float | None
+    score: float | None  # mean score over judged items
+    score_release: float | None  # the release's: sum(int(score)) / entries
     judged: int
     failures: int
-    answered: int | None = None  # questions of the benchmark with a prediction (None: an older results.json)
+    source: str  # "videopanda" | "release"
+    answered: int | None = None  # questions of the benchmark with a prediction (None: not recorded)
     questions: int | None = None  # questions of the whole benchmark
     accuracy_benchmark: float | None = None  # yes / (yes + no + unanswered), in %
     accuracy_all_benchmark: float | None = None  # yes / questions: unanswered and failures as no, in %
 
 
 def load_result(path: str | Path) -> ResultRow:
-    """One ``results.json`` written by ``eval judge``."""
+    """One judged run (see the module docstring), named by what it records or by its path."""
     path = Path(path)
+    if path.is_dir():
+        if (path / METRICS_FILE).is_file():
+            return _our_row(read_metrics(path), path)
+        return _release_row(release_files.read_release(path), path)
     try:
         data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a judged run ({err})") from err
+    if isinstance(data, dict) and "judge" in data:
+        return _our_row(data, path.parent)
+    return _release_row(release_files.read_release(path), path)
+
+
+def _our_row(data: dict[str, Any], run_dir: Path) -> ResultRow:
+    """Our metrics, named by what they record (else ``<benchmark>/<model>/<judge dir>``)."""
+    try:
         judge = data["judge"]
-    except (OSError, json.JSONDecodeError, KeyError) as err:
-        raise ValueError(f"{path}: not a results.json of `videopanda eval judge` ({err})") from err
+        return ResultRow(
+            benchmark=data.get("benchmark") or run_dir.parent.parent.name, model=data.get("model") or run_dir.parent.name,
+            judge=f"{judge['backend']}:{judge['model']}@{judge['prompt_hash'][:8]}",
+            accuracy=_percent(data.get("accuracy")), accuracy_all=_percent(data.get("accuracy_all")),
+            score=data.get("mean_score"), score_release=data.get("mean_score_truncated"),
+            judged=data["judged"], failures=data["failures"], source="videopanda",
+            answered=data.get("answered"), questions=data.get("questions"),
+            accuracy_benchmark=_percent(data.get("accuracy_benchmark")),
+            accuracy_all_benchmark=_percent(data.get("accuracy_all_benchmark")),
+        )
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{run_dir}: not the metrics of `videopanda eval judge` (no {err})") from err
+
+
+def _release_row(entries: dict[str, Any], path: Path) -> ResultRow:
+    """The release's layout names the run by its path: ``<benchmark>/<model>/results.json`` for the
+    combined file, ``<benchmark>/<model>/<judge dir>/`` for the item directory."""
+    verdicts = [release_files.entry_verdict(key, entry) for key, entry in entries.items()]
+    ours, release = summarize(verdicts), release_files.release_metrics(entries)
     return ResultRow(
-        benchmark=data.get("benchmark") or path.parent.name,
-        model=data.get("model") or path.parent.parent.name,
-        judge=f"{judge['backend']}:{judge['model']}@{judge['prompt_hash'][:8]}",
-        accuracy=_percent(data.get("accuracy")), accuracy_all=_percent(data.get("accuracy_all")),
-        score=data.get("mean_score"), judged=data["judged"], failures=data["failures"],
-        answered=data.get("answered"), questions=data.get("questions"),
-        accuracy_benchmark=_percent(data.get("accuracy_benchmark")),
-        accuracy_all_benchmark=_percent(data.get("accuracy_all_benchmark")),
+        benchmark=path.parent.parent.name, model=path.parent.name,
+        judge=f"release:{release_files.RELEASE_JUDGE_MODEL}@{QA.hash[:8]}",
+        accuracy=_percent(ours["accuracy"]), accuracy_all=_percent(ours["accuracy_all"]),
+        score=ours["mean_score"], score_release=release["average_score"],
+        judged=ours["judged"], failures=ours["failures"], source="release",
     )
 
 
@@ -57,11 +99,13 @@ def markdown_table(rows: Sequence[ResultRow]) -> str:
     """Benchmarks as rows, models as columns: ``accuracy / score``; judges listed below."""
     benchmarks = sorted({r.benchmark for r in rows})
     models = sorted({r.model for r in rows})
-    cell = {(r.benchmark, r.model): f"{_fmt(r.accuracy, 1)} / {_fmt(r.score, 2)}" for r in rows}
+    cell = {(r.benchmark, r.model): f"{_fmt(r.accuracy, 1)} / {_fmt(r.score, 2)} ({_fmt(r.score_release, 2)})"
+            for r in rows}
     lines = ["| benchmark | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
     lines += [f"| {b} | " + " | ".join(cell.get((b, m), "") for m in models) + " |" for b in benchmarks]
     judges = sorted({r.judge for r in rows})
-    lines += ["", "Cells: accuracy % (yes / (yes + no)) / mean score (0-5).", "Judges: " + ", ".join(judges)]
+    lines += ["", "Cells: accuracy % (yes / (yes + no)) / mean score 0-5 (the release's score: int() per score, "
+              "over every entry).", "Judges: " + ", ".join(judges)]
     failed = [r for r in rows if r.failures]
     lines += [f"- {r.model} on {r.benchmark}: {r.failures} items not judged" for r in failed]
     return "\n".join(lines + ["", *coverage_table(rows)]) + "\n"
@@ -111,7 +155,7 @@ def write_report(results: Sequence[str | Path], out_dir: str | Path, overwrite: 
     """
     rows = [load_result(p) for p in results]
     if not rows:
-        raise ValueError("no results.json files given")
+        raise ValueError("no judged runs given")
     out = Path(out_dir)
     paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png"}
     existing = [p.name for p in paths.values() if p.exists()]

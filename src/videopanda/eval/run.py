@@ -2,13 +2,14 @@
 
 Files in ``output_dir`` (the release's names):
     {N}_{i}.json            shard i of N: one JSON line per answered question ``{id, question, answer, pred}``
-    missing_{N}_{i}.jsonl   shard i's questions whose video is missing or unreadable ``{id, video_name, reason}``
+    missing_{N}_{i}.jsonl   shard i's questions whose video is missing or unreadable, or that a served
+                            model refused ``{id, video_name, reason}``
     merge.jsonl             all shards in question order (after ``merge_shards``)
     missing.jsonl           all shards' missing/unreadable questions
-    run_settings.json       model, template, precision and decoding the answers were made with
+    run_settings.json       model (or endpoint), template, precision and decoding the answers were made with
 
 Questions and answers are paired by ``question_id`` (not by list position).
-A rerun skips the ids already in its shard file; missing videos are retried.
+A rerun skips the ids already in its shard file; missing videos and refused questions are retried.
 """
 
 from __future__ import annotations
@@ -44,14 +45,21 @@ class QAQuestion:
     type: str | None = None
 
 
+@dataclass(frozen=True)
+class Unanswered:
+    """A question a predictor could not answer (a served model refused it): listed with the missing videos."""
+
+    reason: str
+
+
 class Predictor(Protocol):
-    """What ``run_shard`` needs from a model (``predict.VideoPandaPredictor`` is one)."""
+    """What ``run_shard`` needs from a model (``predict.VideoPandaPredictor``, ``endpoint.EndpointPredictor``)."""
 
     batch_size: int
 
     def load_video(self, path: Path) -> Any: ...  # raises VideoDecodeError for an unreadable file
 
-    def answer(self, visuals: Sequence[Any], questions: Sequence[str]) -> list[str]: ...
+    def answer(self, visuals: Sequence[Any], questions: Sequence[str]) -> Sequence[str | Unanswered]: ...
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,7 @@ class ShardSummary:
     total: int  # questions in this shard
     answered: int  # lines in the shard file after the run
     new: int  # answered by this run
-    missing: int  # missing or unreadable videos
+    missing: int  # missing or unreadable videos, refused questions
 
 
 def load_qa_pairs(questions_path: str | Path, answers_path: str | Path) -> list[QAQuestion]:
@@ -121,26 +129,22 @@ def run_shard(
                 continue
             preds = predictor.answer([v for _, v in ready], [q.question for q, _ in ready])
             for (q, _), pred in zip(ready, preds, strict=True):
+                if isinstance(pred, Unanswered):
+                    missing.append({"id": q.id, "video_name": q.video_name, "reason": pred.reason})
+                    continue
                 out.append({"id": q.id, "question": q.question, "answer": q.answer, "pred": pred})
-            new += len(ready)
+                new += 1
     write_jsonl(missing_path, missing)
     if missing:
-        logger.warning("shard %d: %d questions have a missing or unreadable video, listed in %s",
+        logger.warning("shard %d: %d questions have a missing or unreadable video or were refused, listed in %s",
                        shard_id, len(missing), missing_path)
     return ShardSummary(len(shard), len(done) + new, new, len(missing))
 
 
-def record_run_settings(
-    output_dir: str | Path, model_dir: str | Path, predictor: Any, benchmark: str | None = None
-) -> dict[str, Any]:
-    """Write what the answers depend on to ``run_settings.json``; refuse to resume under other settings.
-
-    ``benchmark`` names the benchmark for ``eval judge``'s results.json.
-
-    Shards and reruns append to the same files, so answers made under another
-    template, precision or token limit would be mixed silently.
-    """
-    settings = {
+def model_run_settings(model_dir: str | Path, predictor: Any, benchmark: str | None = None) -> dict[str, Any]:
+    """What a local model's answers depend on: model, template, precision, token limit, frames;
+    ``benchmark`` names the benchmark for ``eval judge``'s results."""
+    return {
         "model": str(Path(model_dir).resolve()),
         "template": predictor.template,
         "precision": predictor.precision.as_dict(),
@@ -148,11 +152,20 @@ def record_run_settings(
         "num_frames": predictor.num_frames,
         "benchmark": benchmark,
     }
+
+
+def record_run_settings(output_dir: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """Write what the answers depend on to ``run_settings.json``; refuse to resume under other settings.
+
+    Shards and reruns append to the same files, so answers made under another
+    template, precision or token limit would be mixed silently. ``precision``
+    compares by dtype only (its other fields describe the machine).
+    """
     path = Path(output_dir) / SETTINGS_FILE
     if path.is_file():
         before = json.loads(path.read_text())
-        changed = sorted(k for k in ("model", "template", "max_new_tokens", "num_frames") if before.get(k) != settings[k])
-        if before.get("precision", {}).get("dtype") != settings["precision"]["dtype"]:
+        changed = sorted(k for k in set(before) | set(settings) if k != "precision" and before.get(k) != settings.get(k))
+        if (before.get("precision") or {}).get("dtype") != (settings.get("precision") or {}).get("dtype"):
             changed.append("precision")
         if changed:
             raise ValueError(f"{output_dir} holds answers made with other {', '.join(changed)} ({path}): "

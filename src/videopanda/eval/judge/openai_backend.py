@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 
@@ -49,6 +50,35 @@ def _retryable(err: Exception) -> bool:
     return isinstance(err, openai.APIStatusError) and err.status_code >= 500
 
 
+class RequestRefusedError(JudgeCallError):
+    """The endpoint refused the request itself (a 4xx other than 429): asking again would not help."""
+
+
+def complete_with_retries(
+    client: openai.OpenAI, request: dict[str, Any], *, max_attempts: int, backoff_s: float, max_backoff_s: float,
+) -> str:
+    """The reply text of one ``chat.completions.create(**request)``, retrying 429/5xx/timeouts/dropped
+    connections with capped exponential backoff; raises ``JudgeCallError`` (``RequestRefusedError`` for a
+    refusal) when it gives up, ``MalformedReplyError`` for a 200 that is no chat completion."""
+    for attempt in range(1, max_attempts + 1):
+        try:
+            response = client.chat.completions.create(**request)
+            return response.choices[0].message.content or ""
+        except _NOT_A_COMPLETION as err:
+            raise MalformedReplyError(f"response is not a chat completion: {type(err).__name__}: {err}") from err
+        except openai.OpenAIError as err:
+            where = f"{client.base_url} {request.get('model')}"
+            if not _retryable(err):
+                raise RequestRefusedError(f"{where}: {type(err).__name__}: {err}", attempts=attempt) from err
+            if attempt == max_attempts:
+                raise JudgeCallError(f"{where}: {type(err).__name__}: {err} ({attempt} attempts)",
+                                     attempts=attempt) from err
+            wait = min(backoff_s * 2 ** (attempt - 1), max_backoff_s)
+            logger.warning("request failed (%s), retry %d in %.1fs", type(err).__name__, attempt, wait)
+            time.sleep(wait)
+    raise JudgeCallError("unreachable")  # the loop returns or raises
+
+
 class OpenAIBackend:
     name = "openai"
 
@@ -63,22 +93,9 @@ class OpenAIBackend:
     def complete(self, system: str, user: str) -> str:
         """One chat completion at temperature 0; raises ``JudgeCallError`` when retries are exhausted."""
         cfg = self.config
-        for attempt in range(1, cfg.max_attempts + 1):
-            try:
-                response = self._client.chat.completions.create(
-                    model=cfg.model,
-                    messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                    temperature=0.0, max_tokens=cfg.max_tokens, seed=openai.NOT_GIVEN if cfg.seed is None else cfg.seed,
-                )
-                return response.choices[0].message.content or ""
-            except _NOT_A_COMPLETION as err:
-                # A 200 whose body is not a chat completion: a malformed reply, retried by the judge.
-                raise MalformedReplyError(f"response is not a chat completion: {type(err).__name__}: {err}") from err
-            except openai.OpenAIError as err:
-                if not _retryable(err) or attempt == cfg.max_attempts:
-                    where = f"{cfg.base_url or 'api.openai.com'} {cfg.model}"
-                    raise JudgeCallError(f"{where}: {type(err).__name__}: {err}", attempts=attempt) from err
-                wait = min(cfg.backoff_s * 2 ** (attempt - 1), cfg.max_backoff_s)
-                logger.warning("judge request failed (%s), retry %d in %.1fs", type(err).__name__, attempt, wait)
-                time.sleep(wait)
-        raise JudgeCallError("unreachable")  # the loop returns or raises
+        request = {
+            "model": cfg.model, "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "temperature": 0.0, "max_tokens": cfg.max_tokens, "seed": openai.NOT_GIVEN if cfg.seed is None else cfg.seed,
+        }
+        return complete_with_retries(self._client, request, max_attempts=cfg.max_attempts, backoff_s=cfg.backoff_s,
+                                     max_backoff_s=cfg.max_backoff_s)

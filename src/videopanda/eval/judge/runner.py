@@ -1,17 +1,21 @@
-"""Judge a prediction file: concurrent requests, cache, per-question verdicts and results.json.
+"""Judge a prediction file: concurrent requests, cache, per-question verdicts and metrics.
 
-Output layout (``output_dir``):
+Output layout (``output_dir``), readable as the release's judge ``--output_dir``
+(it combines every ``*.json`` there as one item, so only the items end in ``.json``):
     <id>.json        the release's per-question file: ``[{'pred', 'score'}, {'q', 'a', 'pred'}]`` (judged items)
-    combined.json    the release's ``output_json``: ``{id: [verdict, qa]}``
+    metrics.jsonl    one line: summary metrics (both accuracy and both score conventions) + the judge that produced them
     verdicts.jsonl   every verdict, failures included (``ok``, ``error``, ``attempts``, raw reply)
     failures.jsonl   the failed ones
-    results.json     summary metrics + the judge that produced them, and the benchmark coverage:
-                     answered / questions and the accuracies over the whole benchmark (unanswered = wrong)
+    metrics.jsonl    one line: summary metrics (both accuracy and both score conventions), the judge that
+                     produced them, and the benchmark coverage: answered / questions and the accuracies over
+                     the whole benchmark (unanswered = wrong)
+    judge_cache.jsonl  the default cache
+The release's combined ``--output_json`` (``{id: [verdict, qa]}``, its ``results.json``) is
+written only where asked (``release_json``), outside the directory by the release's convention.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from videopanda.eval.jsonl import read_jsonl, write_jsonl
+from videopanda.eval.judge import release_files
 from videopanda.eval.judge.base import Judge, JudgeRequest, QAItem, Verdict
 from videopanda.eval.judge.cache import JudgeCache, cache_key
 from videopanda.eval.judge.prompts import PromptSpec
@@ -68,11 +73,14 @@ def judge_items(
         return list(tqdm(pool.map(one, items), total=len(items), desc=f"judge ({prompt.name})"))
 
 
+METRICS_FILE = "metrics.jsonl"
+
+
 def write_judgements(
     output_dir: str | Path, items: Sequence[QAItem], verdicts: Sequence[Verdict], meta: dict[str, Any],
-    unanswered: int = 0,
+    unanswered: int = 0, release_json: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write the layout above; returns the results dict (``meta`` adds e.g. benchmark and model names).
+    """Write the layout above; returns the metrics (``meta`` adds e.g. benchmark and model names).
 
     ``unanswered``: the benchmark's questions that have no prediction (e.g. a missing video).
     """
@@ -80,37 +88,70 @@ def write_judgements(
     out.mkdir(parents=True, exist_ok=True)
     combined = {}
     for item, verdict in zip(items, verdicts, strict=True):
-        if not verdict.ok:
-            continue
-        decision = {"score": verdict.score} if verdict.pred is None else {"pred": verdict.pred, "score": verdict.score}
-        pair = [decision, _release_qa(item)]
-        (out / f"{item.id}.json").write_text(json.dumps(pair))
-        combined[item.id] = pair
-    (out / "combined.json").write_text(json.dumps(combined))
+        if verdict.ok:
+            combined[item.id] = release_files.item_entry(item, verdict)
+            release_files.write_item(out, item.id, combined[item.id])
+        else:
+            (out / f"{item.id}.json").unlink(missing_ok=True)  # an earlier run's verdict is not this run's
+    _warn_about_strays(out, combined)
+    if release_json is not None:
+        release_files.write_combined(release_json, combined)
     write_jsonl(out / "verdicts.jsonl", (v.to_dict() for v in verdicts))
     write_jsonl(out / "failures.jsonl", (v.to_dict() for v in verdicts if not v.ok))
     summary = summarize(verdicts)
     results = {**meta, **summary, **coverage(summary, unanswered)}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_jsonl(out / METRICS_FILE, [results])
     return results
+
+
+def read_metrics(output_dir: str | Path) -> dict[str, Any]:
+    """The metrics ``write_judgements`` wrote in ``output_dir``."""
+    records = read_jsonl(Path(output_dir) / METRICS_FILE)
+    if len(records) != 1:
+        raise ValueError(f"{Path(output_dir) / METRICS_FILE}: expected one metrics line, found {len(records)}")
+    return records[0]
+
+
+def resumed_verdicts(items: Sequence[QAItem], release_output: str | Path) -> dict[str, Verdict]:
+    """Verdicts of the release's judge output (its directory or combined file) for items it judged as they are
+    now (same question, answer and prediction); entries it could not read are judged again."""
+    entries = release_files.read_release(release_output)
+    found = {}
+    for item in items:
+        entry = entries.get(item.id)
+        if entry is None or not release_files.entry_matches(entry, item):
+            continue
+        verdict = release_files.entry_verdict(item.id, entry)
+        if verdict.ok:
+            found[item.id] = verdict
+    logger.info("%s: %d of %d items already judged there", release_output, len(found), len(items))
+    return found
 
 
 def run_judge(
     items: Sequence[QAItem], output_dir: str | Path, judge: Judge, prompt: PromptSpec,
     cache_path: str | Path | None = None, workers: int = 8, meta: dict[str, Any] | None = None,
-    unanswered: int = 0,
+    unanswered: int = 0, resume_from: str | Path | None = None, release_json: str | Path | None = None,
 ) -> dict[str, Any]:
     """Judge ``items`` end to end; ``cache_path`` defaults to ``output_dir/judge_cache.jsonl``.
 
     ``unanswered``: questions of the benchmark without a prediction, counted in the coverage fields.
+    ``resume_from``: the release's judge output; items judged there are not asked again.
+    ``release_json``: also write the release's combined ``{id: [verdict, qa]}`` file there.
     """
+    meta = dict(meta or {})
+    done = resumed_verdicts(items, resume_from) if resume_from is not None else {}
+    todo = [i for i in items if i.id not in done]
     cache = JudgeCache(cache_path or Path(output_dir) / "judge_cache.jsonl")
     try:
-        verdicts = judge_items(items, judge, prompt, cache, workers)
+        fresh = dict(zip((i.id for i in todo), judge_items(todo, judge, prompt, cache, workers)))
     finally:
         cache.close()
+    if resume_from is not None:
+        meta["resumed"] = {"from": str(resume_from), "items": len(done), "judge": release_files.RELEASE_JUDGE_MODEL}
+    verdicts = [done.get(i.id) or fresh[i.id] for i in items]
     info = judge.info(prompt)
-    results = write_judgements(output_dir, items, verdicts, {**(meta or {}), "judge": asdict(info)}, unanswered)
+    results = write_judgements(output_dir, items, verdicts, {**meta, "judge": asdict(info)}, unanswered, release_json)
     if results["failures"]:
         logger.warning("%d of %d items could not be judged: see %s", results["failures"], results["total"],
                        Path(output_dir) / "failures.jsonl")
@@ -132,8 +173,9 @@ def unanswered_count(predictions: str | Path, items: Sequence[QAItem]) -> int | 
     return len({str(r["id"]) for r in read_jsonl(missing)} - answered)
 
 
-def _release_qa(item: QAItem) -> dict[str, str]:
-    """The release's record of what was judged."""
-    if item.question2 is None:
-        return {"q": item.question, "a": item.answer, "pred": item.pred}
-    return {"q1": item.question, "q2": item.question2, "a": item.answer, "pred1": item.pred, "pred2": item.pred2}
+def _warn_about_strays(out: Path, written: dict[str, Any]) -> None:
+    """``*.json`` files this run did not write would be counted as items by the release's rule."""
+    strays = sorted(p.name for p in out.glob("*.json") if p.name[:-5] not in written)
+    if strays:
+        logger.warning("%s holds %d *.json files that are not this run's items (the release's script would count "
+                       "them): %s", out, len(strays), ", ".join(strays[:5]))
