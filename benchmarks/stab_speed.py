@@ -12,7 +12,7 @@ Release size by default (d=1024, D=4096, 448x448 frames, 8-frame videos of mixed
 aspect ratios), batches of 1 and 4 videos; forward (no grad) and forward+backward.
 Each repeat times the release form and ours back to back; medians are printed.
 
-    python benchmarks/stab_speed.py                       # CPU, float32, 3 repeats
+    python benchmarks/stab_speed.py                       # CPU, float32, 1 repeat (~1 min of compute, longer under load)
     python benchmarks/stab_speed.py --device cuda --dtype bf16 --repeats 20
 """
 
@@ -183,7 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bf16 on GPU, fp32 on CPU")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per form and measurement (median)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per form and measurement (median)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls first; default 3 on GPU, 0 on CPU")
     parser.add_argument("--videos", type=int, nargs="+", default=[1, 4], help="batch sizes in videos")
     parser.add_argument("--stab-hidden-size", type=int, default=1024)
