@@ -42,6 +42,23 @@ def test_every_container_gives_the_sampled_frames(tmp_path, ext):
     assert [frame_level(f) for f in frames] == expected
 
 
+@pytest.mark.parametrize("ext", ["mp4", "avi", "gif", "webm", "mkv"])
+def test_torchcodec_and_pyav_decode_the_same_frames(tmp_path, ext):
+    """Same frames: the same sampled indices (read back from the pixels) and identical RGB bytes."""
+    pytest.importorskip("torchcodec.decoders", exc_type=ImportError)  # optional extra, needs FFmpeg's libraries
+    path = write_video(tmp_path / f"long.{ext}", indexed_frames(480, 32, 48), fps=10)  # seeks in both backends
+    pyav = read_video_frames(path, backend="pyav")
+    torchcodec = read_video_frames(path, backend="torchcodec")
+    assert [frame_level(f) for f in torchcodec] == [frame_level(f) for f in pyav] == sample_frame_indices(480, 10.0)
+    np.testing.assert_array_equal(torchcodec, pyav)
+
+
+def test_unknown_backend_is_refused(tmp_path):
+    path = write_video(tmp_path / "v.mp4", indexed_frames(8), fps=8)
+    with pytest.raises(ValueError, match="unknown video decoding backend 'opencv': choose one of pyav, torchcodec"):
+        read_video_frames(path, backend="opencv")
+
+
 @pytest.mark.parametrize("ext", ["mp4", "mkv", "webm", "avi"])
 def test_seeking_in_a_long_video_equals_decoding_everything(tmp_path, ext, caplog):
     caplog.set_level(logging.DEBUG, logger="videopanda.data.decode")

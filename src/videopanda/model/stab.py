@@ -11,10 +11,14 @@ Shape legend
     N        LSD cells of all frames' crops, sum_f h_f * w_f
 
 Every frame is a square ``(4, S, S)`` canvas (RGB + validity mask), so patch
-embedding, LSTE and GSTRA run as whole tensors (grouped by chunk length). The
+embedding, LSTE and GSTRA run as whole tensors (grouped by chunk length), kept
+channels-last (d innermost) so that no layout copies come between them (LSTE
+alone runs channels-first when gradients are needed: see ``_lste_layout``). The
 per-frame crops are ragged: their s x s windows are gathered into one packed
-``(N, s*s, d)`` tensor by index, FSRA attends per frame with a segment softmax,
-and the output is assembled by one gather. No Python loop over frames or chunks.
+``(N, s*s, d)`` tensor by index, FSRA attends per frame over its LSD tokens
+padded to the longest frame (masked), and the output is assembled by one
+gather. No Python loop over frames or chunks. GSTRA, LSD and FSRA never
+project every token to keys and values (``stab_attention.py``: exact).
 Frame f's output block is ``[context, row_0 (w tokens), split, row_1, split, ...]``.
 
 Under activation checkpointing (``model.activation_checkpointing_enable()``, training's
@@ -30,9 +34,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers.modeling_layers import GradientCheckpointingLayer
 
 from videopanda.model.configuration_videopanda import VideoPandaConfig
+from videopanda.model.stab_attention import GlobalSpatioTemporalAttention, SegmentAttention, WindowAttention
 
 
 @dataclass
@@ -118,90 +122,6 @@ class LocalSpatioTemporalEncoder(nn.Module):
         return x + self.dpe(x)
 
 
-class GSTRAMlp(nn.Module):
-    def __init__(self, dim: int, dropout: float) -> None:
-        super().__init__()
-        self.c_fc = nn.Linear(dim, 4 * dim)
-        self.dropout = nn.Dropout(dropout)
-        self.c_proj = nn.Linear(4 * dim, dim)
-        nn.init.zeros_(self.c_proj.weight)
-        nn.init.zeros_(self.c_proj.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.c_fc(x)
-        return self.c_proj(self.dropout(x * torch.sigmoid(1.702 * x)))  # QuickGELU
-
-
-class GlobalSpatioTemporalAttention(GradientCheckpointingLayer):
-    """GSTRA: one query cross-attends over all of a chunk's tokens (pre-norm block)."""
-
-    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
-        nn.init.zeros_(self.attn.out_proj.weight)
-        nn.init.zeros_(self.attn.out_proj.bias)
-        self.ln_1 = nn.LayerNorm(dim)
-        self.ln_2 = nn.LayerNorm(dim)
-        self.ln_3 = nn.LayerNorm(dim)
-        self.mlp = GSTRAMlp(dim, dropout)
-
-    def forward(self, query: Tensor, tokens: Tensor) -> Tensor:
-        """query (C, 1, d), tokens (C, N, d) -> (C, 1, d)."""
-        kv = self.ln_3(tokens)
-        query = query + self.attn(self.ln_1(query), kv, kv, need_weights=False)[0]
-        return query + self.mlp(self.ln_2(query))
-
-
-class _QueryKeyValueAttention(GradientCheckpointingLayer):
-    """LN+Linear query, LN+Linear key/value (no bias), 8 heads, residual on the query.
-
-    The attention form shared by LSD and FSRA. Scale is ``d ** -0.5`` (the full
-    width, not the head width), as in the release.
-    """
-
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = dim**-0.5
-        self.q = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim, bias=False))
-        self.kv = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim, bias=False))
-        self.proj = nn.Linear(dim, dim)
-
-    def _heads(self, x: Tensor) -> Tensor:  # (..., d) -> (..., H, d/H)
-        return x.unflatten(-1, (self.num_heads, -1))
-
-
-class WindowAttention(_QueryKeyValueAttention):
-    """LSD: each window's average attends over the window's tokens."""
-
-    def forward(self, query: Tensor, keys: Tensor) -> Tensor:
-        """query (N, d), keys (N, K, d) -> (N, d)."""
-        q = self._heads(self.q(query))[:, :, None]  # (N, H, 1, hd)
-        k, v = map(self._heads, self.kv(keys).chunk(2, dim=-1))  # (N, K, H, hd) each
-        scores = q @ k.permute(0, 2, 3, 1) * self.scale  # (N, H, 1, K)
-        out = (scores.softmax(-1) @ v.transpose(1, 2)).flatten(1)  # (N, H*1*hd) = (N, d)
-        return query + self.proj(out)
-
-
-class SegmentAttention(_QueryKeyValueAttention):
-    """FSRA: query g attends over the keys whose segment id is g (a frame's ragged set of LSD tokens)."""
-
-    def forward(self, query: Tensor, keys: Tensor, segment: Tensor) -> Tensor:
-        """query (G, d), keys (N, d), segment (N,) long in [0, G) -> (G, d)."""
-        num_queries = query.shape[0]
-        q = self._heads(self.q(query))  # (G, H, hd)
-        k, v = map(self._heads, self.kv(keys).chunk(2, dim=-1))  # (N, H, hd) each
-        # The softmax and its sums run in float32: index_add accumulates in the tensor's own dtype.
-        scores = (k.float() * q[segment].float()).sum(-1) * self.scale  # (N, H)
-        index = segment[:, None].expand_as(scores)
-        peak = scores.new_full((num_queries, self.num_heads), float("-inf"))
-        peak = peak.scatter_reduce(0, index, scores.detach(), "amax")  # (G, H): softmax shift, no gradient needed
-        weights = (scores - peak[segment]).exp()  # (N, H)
-        total = weights.new_zeros(num_queries, self.num_heads).index_add(0, segment, weights)  # (G, H)
-        out = weights.new_zeros(num_queries, *v.shape[1:]).index_add(0, segment, weights[..., None] * v.float())
-        return query + self.proj((out / total[..., None]).flatten(1).to(query.dtype))  # (G, H, hd) -> (G, d)
-
-
 class STAB(nn.Module):
     """Spatio-Temporal Alignment Block (spec section 2).
 
@@ -234,10 +154,11 @@ class STAB(nn.Module):
         """pixel_values (F, 4, S, S), chunk_lengths (C,) with sum F -> STABOutput."""
         chunk_lengths = chunk_lengths.to(pixel_values.device)
         self._check_inputs(pixel_values, chunk_lengths)
-        patches = self.patch_embedding(pixel_values[:, :3])  # (F, d, Hp, Wp)
+        # Channels-last patches: LSTE then runs without layout copies, and the crop gathers whole d-rows.
+        rgb = pixel_values[:, :3].contiguous(memory_format=torch.channels_last)
+        patches = self.patch_embedding(rgb).permute(0, 2, 3, 1)  # (F, Hp, Wp, d)
         patch_mask = F.avg_pool2d(pixel_values[:, 3:4], self.patch_size)[:, 0]  # (F, Hp, Wp)
-        tokens, video_context = self._temporal(patches, chunk_lengths)  # (F, d, Hp, Wp), (F, d)
-        tokens = tokens.permute(0, 2, 3, 1)  # (F, Hp, Wp, d)
+        tokens, video_context = self._temporal(patches, chunk_lengths)  # (F, Hp, Wp, d), (F, d)
         top_left, size = crop_boxes(patch_mask, self.max_crop_patches)
         grid_hw = size // self.lsd_stride  # (F, 2)
         if not grid_hw.all():
@@ -246,8 +167,7 @@ class STAB(nn.Module):
         cells = self._lsd_cells(grid_hw, patch_mask.shape[1] // self.lsd_stride, patch_mask.shape[2] // self.lsd_stride)
         windows = self._crop_windows(tokens, top_left, cells)  # (N, s*s, d): every frame's cropped windows
         grid_tokens = self.lsd(windows.mean(1), windows)  # (N, d), frame-major, row-major
-        frame = cells[:, 0]  # (N,) frame of each LSD token
-        frame_context = self.fsra(self.class_embedding.expand(len(grid_hw), -1), grid_tokens, frame)  # (F, d)
+        frame_context = self.fsra(self.class_embedding, *self._pad_per_frame(grid_tokens, cells, grid_hw))  # (F, d)
         context = self._fuse(frame_context, video_context, chunk_lengths)  # (F, d)
         return STABOutput(tokens=self._assemble(context, grid_tokens, cells, grid_hw), grid_hw=grid_hw)
 
@@ -269,23 +189,40 @@ class STAB(nn.Module):
     def _temporal(self, patches: Tensor, chunk_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """LSTE + GSTRA per group of equal-length chunks, and the dense connection.
 
-        Returns the dense tokens (F, d, Hp, Wp): LSTE output + patch embeddings
-        for video frames, the patch embeddings alone for one-frame chunks; and
-        each frame's chunk-level context (F, d) (zeros, unused, for one-frame chunks).
+        ``patches`` (F, Hp, Wp, d). Returns the dense tokens (F, Hp, Wp, d): LSTE
+        output + patch embeddings for video frames, the patch embeddings alone for
+        one-frame chunks; and each frame's chunk-level context (F, d) (zeros,
+        unused, for one-frame chunks).
         """
         tokens = patches
-        video_context = patches.new_zeros(patches.shape[:2])
+        video_context = patches.new_zeros(patches.shape[0], patches.shape[-1])
         starts = torch.cumsum(chunk_lengths, 0) - chunk_lengths
         for length in chunk_lengths.unique().tolist():  # distinct chunk lengths (4, and 1 for images)
             if length == 1:
                 continue
             frames = (starts[chunk_lengths == length][:, None] + torch.arange(length, device=patches.device)).flatten()
-            x = self.lste(patches[frames].unflatten(0, (-1, length)).transpose(1, 2))  # (C, d, T, Hp, Wp)
+            every_frame = len(frames) == len(patches)  # all chunks this long (the usual video batch): no gather/scatter
+            grouped = (patches if every_frame else patches[frames]).unflatten(0, (-1, length))  # (C, T, Hp, Wp, d)
+            x = self.lste(self._lste_layout(grouped.permute(0, 4, 1, 2, 3))).permute(0, 2, 3, 4, 1)  # (C, T, Hp, Wp, d)
             query = self.temporal_cls_token.expand(x.shape[0], -1, -1)
-            chunk_context = self.gstra(query, x.flatten(2).transpose(1, 2))[:, 0]  # (C, d)
-            tokens = tokens.index_add(0, frames, x.transpose(1, 2).flatten(0, 1))  # dense connection
-            video_context = video_context.index_copy(0, frames, chunk_context.repeat_interleave(length, 0))
+            chunk_context = self.gstra(query, x.flatten(1, 3))[:, 0].repeat_interleave(length, 0)  # (C*T, d)
+            if every_frame:
+                tokens, video_context = tokens + x.flatten(0, 1), chunk_context  # dense connection
+            else:
+                tokens = tokens.index_add(0, frames, x.flatten(0, 1))
+                video_context = video_context.index_copy(0, frames, chunk_context)
         return tokens, video_context
+
+    @staticmethod
+    def _lste_layout(video: Tensor) -> Tensor:
+        """(C, d, T, Hp, Wp) channels-last view -> the layout LSTE runs fastest in.
+
+        On CPU the depthwise Conv3d forward is ~3x faster channels-last but its
+        backward ~20x slower, so channels-last only where no gradient is needed.
+        """
+        if torch.is_grad_enabled() or video.device.type != "cpu":
+            return video.contiguous()
+        return video
 
     @staticmethod
     def _lsd_cells(grid_hw: Tensor, grid_h: int, grid_w: int) -> Tensor:
@@ -302,6 +239,17 @@ class STAB(nn.Module):
         rows = (top_left[frame, 0] + s * row)[:, None, None] + offset[None, :, None]  # (N, s, 1)
         cols = (top_left[frame, 1] + s * col)[:, None, None] + offset[None, None, :]  # (N, 1, s)
         return tokens[frame[:, None, None], rows, cols].flatten(1, 2)  # (N, s, s, d) -> (N, s*s, d)
+
+    @staticmethod
+    def _pad_per_frame(grid_tokens: Tensor, cells: Tensor, grid_hw: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, d) LSD tokens -> (F, L, d) padded per frame (L = max h*w) and its (F, L) bool mask of real tokens."""
+        frame, row, col = cells.unbind(1)
+        position = row * grid_hw[frame, 1] + col  # (N,) place in its frame, row-major
+        length = int((grid_hw[:, 0] * grid_hw[:, 1]).max())
+        padded = grid_tokens.new_zeros(len(grid_hw), length, grid_tokens.shape[1])
+        mask = torch.zeros(len(grid_hw), length, dtype=torch.bool, device=grid_tokens.device)
+        mask[frame, position] = True
+        return padded.index_put((frame, position), grid_tokens), mask
 
     def _fuse(self, frame_context: Tensor, video_context: Tensor, chunk_lengths: Tensor) -> Tensor:
         """Mix chunk and frame contexts for video frames; images keep their frame context."""
