@@ -18,14 +18,16 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
-from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteriaList
 
 from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, Turn, inference_template
 from videopanda.data.decode import read_video_frames
 from videopanda.data.processing_videopanda import VideoPandaProcessor
-from videopanda.data.transform import VisualInputs, preprocess_frames
+from videopanda.data.transform import VisualInputs, preprocess_frames, preprocess_image
+from videopanda.eval.generation import GenerationRequest, GenerationResult, RowMonitor
 from videopanda.runtime import Precision, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -116,32 +118,61 @@ class VideoPandaPredictor:
     def batch_size(self) -> int:
         return self.config.batch_size
 
-    def load_video(self, path: str | Path) -> VisualInputs:
-        """The release's sampled frames, preprocessed at student scale without augmentation."""
+    def load_video(self, path: str | Path, num_frames: int | None = None) -> VisualInputs:
+        """The release's sampled frames, preprocessed at student scale without augmentation.
+
+        ``num_frames``: how many frames to sample (default: the model's ``num_frames``).
+        """
+        frames = read_video_frames(path, num_frames=num_frames or self.model.config.num_frames)  # (T, H, W, 3)
+        return self.preprocess_video(frames, num_frames)
+
+    def preprocess_video(self, frames: np.ndarray, num_frames: int | None = None) -> VisualInputs:
+        """Sampled frames (T, H, W, 3) uint8 -> a video input, padded to whole chunks of ``num_frames`` frames."""
         cfg = self.model.config
-        frames = read_video_frames(path, num_frames=cfg.num_frames)  # (T, H, W, 3) uint8
+        wanted = num_frames or cfg.num_frames
         return preprocess_frames(
             frames, image_size=cfg.image_size, teacher_image_size=cfg.teacher_image_size,
-            patch_size=cfg.patch_size, num_frames=cfg.num_frames, with_teacher=False,
+            patch_size=cfg.patch_size, num_frames=-(-wanted // cfg.chunk_length) * cfg.chunk_length,
+            with_teacher=False,
         )
 
-    @torch.no_grad()
+    def preprocess_image(self, image: np.ndarray) -> VisualInputs:
+        """One image (1, H, W, 3) or (H, W, 3) uint8 -> a one-frame input."""
+        cfg = self.model.config
+        return preprocess_image(image, image_size=cfg.image_size, teacher_image_size=cfg.teacher_image_size,
+                                patch_size=cfg.patch_size, with_teacher=False)
+
     def answer(
         self, visuals: Sequence[VisualInputs | None], questions: Sequence[str],
         histories: Sequence[Sequence[Turn]] | None = None, max_new_tokens: int | None = None,
     ) -> list[str]:
         """One greedy answer per (visuals, question[, earlier turns]), generated as one left-padded batch."""
-        batch = self.processor.batch_prompts(questions, visuals, histories)
+        histories = histories or [()] * len(questions)
+        requests = [GenerationRequest(q, v, h, max_new_tokens=max_new_tokens)
+                    for v, q, h in zip(visuals, questions, histories, strict=True)]
+        return [result.text for result in self.generate(requests)]
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Requests with their own limits, stops and streaming callbacks, as one left-padded batch."""
+        batch = self.processor.batch_prompts(
+            [r.question for r in requests], [r.visuals for r in requests], [r.history for r in requests])
         device = self.model.device
         inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "chunk_lengths")}
         if "pixel_values" in batch:
             inputs["pixel_values"] = batch["pixel_values"].to(device, self.model.dtype)
         tokenizer = self.processor.tokenizer
+        limits = [r.max_new_tokens or self.config.max_new_tokens for r in requests]
+        monitor = RowMonitor(
+            requests, limits, 0, self.processor.decode,  # 0: generating from embeddings yields only new ids
+            lambda ids: tokenizer.decode(ids, skip_special_tokens=False), _eos_ids(self.model),
+            self.processor.stop_string,
+        )
         new_tokens = self.model.generate(
-            **inputs, max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=False,
-            pad_token_id=tokenizer.pad_token_id, stop_strings=[self.processor.stop_string], tokenizer=tokenizer,
+            **inputs, max_new_tokens=max(limits), do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([monitor]),
         )  # (B, T_new)
-        return [self.processor.decode(row) for row in new_tokens]
+        return monitor.results(new_tokens, batch["attention_mask"])
 
     def ask(self, video: str | Path | None, question: str, history: Sequence[Turn] = ()) -> str:
         """One question about one video file (or none), after an optional chat history."""
@@ -167,15 +198,47 @@ class ChatLLM:
         model_id = "smollm2" if source is None or str(source) == "smollm2" else Path(source).name
         return cls(load_llm(source), load_tokenizer(source), model_id)
 
-    @torch.no_grad()
     def reply(self, messages: Sequence[dict[str, str]], max_new_tokens: int = 256) -> str:
         """``[{"role", "content"}, ...]`` -> the assistant's greedy reply."""
-        encoded = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        *history, last = messages
+        system = "\n".join(m["content"] for m in history if m["role"] == "system") or None
+        turns = [Turn(m["role"], m["content"]) for m in history if m["role"] != "system"]
+        request = GenerationRequest(last["content"], history=turns, system=system, max_new_tokens=max_new_tokens)
+        return self.generate([request])[0].text
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Text-only requests through the tokenizer's chat template, as one left-padded batch."""
+        if any(r.visuals is not None for r in requests):
+            raise ValueError(f"model {self.model_id!r} is a plain LLM: it takes no video or image")
+        prompts = [self.tokenizer.apply_chat_template(_chat_messages(r), add_generation_prompt=True, tokenize=False)
+                   for r in requests]
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
+                                 add_special_tokens=False)
+        input_ids = encoded["input_ids"].to(self.model.device)  # (B, L)
+        limits = [r.max_new_tokens or 256 for r in requests]
+        decode = self.tokenizer.decode
+        monitor = RowMonitor(
+            requests, limits, input_ids.shape[1], lambda ids: decode(ids, skip_special_tokens=True).strip(),
+            lambda ids: decode(ids, skip_special_tokens=False), _eos_ids(self.model), None,
         )
-        input_ids = encoded["input_ids"].to(self.model.device)  # (1, L)
         output = self.model.generate(
-            input_ids, attention_mask=encoded["attention_mask"].to(self.model.device),
-            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
-        )  # (1, L + T_new)
-        return self.tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()
+            input_ids, attention_mask=encoded["attention_mask"].to(self.model.device), max_new_tokens=max(limits),
+            do_sample=False, pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=StoppingCriteriaList([monitor]),
+        )  # (B, L + T_new)
+        return monitor.results(output[:, input_ids.shape[1] :], encoded["attention_mask"])
+
+
+def _chat_messages(request: GenerationRequest) -> list[dict[str, str]]:
+    system = [{"role": "system", "content": request.system}] if request.system else []
+    turns = [{"role": t.role, "content": t.text} for t in request.history]
+    return [*system, *turns, {"role": "user", "content": request.question}]
+
+
+def _eos_ids(model: PreTrainedModel) -> set[int]:
+    """The token ids that end a reply: those ``generate`` stops at (a Video-Panda model's are its LLM's)."""
+    config = getattr(getattr(model, "language_model", model), "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(getattr(model.config, "text_config", model.config), "eos_token_id", None)
+    return set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
