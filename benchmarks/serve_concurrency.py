@@ -80,7 +80,7 @@ def main() -> None:
             ("8 clients, batching off", 8, 1)]
     baseline = None
     print("| clients | max batch | requests/s | mean latency s | max latency s | speed-up |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|", flush=True)
     for name, clients, max_batch in rows:
         app = create_app(model, ServeConfig(media=media, max_batch_size=max_batch, max_wait_ms=10))
         server, thread, url = start_uvicorn(app)
@@ -93,7 +93,7 @@ def main() -> None:
         rate = args.requests / wall
         baseline = baseline or rate
         print(f"| {name} | {max_batch} | {rate:.2f} | {statistics.mean(latencies):.2f} | {max(latencies):.2f} | "
-              f"{rate / baseline:.2f}x |")
+              f"{rate / baseline:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

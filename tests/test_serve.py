@@ -20,9 +20,9 @@ import httpx
 import numpy as np
 import openai
 import pytest
-
 from conftest import moving_square_frames
-from serve_support import StaticFiles, frames_sensitive_model, png_data_url, start_cli_server, free_port, start_uvicorn
+from serve_support import StaticFiles, frames_sensitive_model, free_port, png_data_url, start_cli_server, start_uvicorn
+
 from videopanda.data.video_writer import write_video
 from videopanda.eval.generation import GenerationRequest, cut_at_stops
 from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
@@ -329,7 +329,7 @@ def test_concurrent_requests_share_a_batch(app_server, predictor, media_root):
     for thread in threads:
         thread.join(timeout=300)
     assert app.state.batcher.batch_sizes == [4]
-    for (video, question, max_tokens), raw in zip(jobs, replies):
+    for (video, question, max_tokens), raw in zip(jobs, replies, strict=True):
         assert raw.headers["x-videopanda-batch-size"] == "4"
         reply = raw.parse()
         visuals = predictor.load_video(media_root / video) if video else None

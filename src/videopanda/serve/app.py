@@ -31,15 +31,23 @@ from videopanda.serve.limits import BodySizeLimit
 from videopanda.serve.messages import parse_chat
 from videopanda.serve.models import ServedModel
 from videopanda.serve.protocol import (
-    APIError, ChatCompletionRequest, chunk_body, completion_body, completion_id, error_body, usage_chunk_body,
+    APIError,
+    ChatCompletionRequest,
+    chunk_body,
+    completion_body,
+    completion_id,
+    error_body,
+    usage_chunk_body,
 )
 
 logger = logging.getLogger(__name__)
 BATCH_SIZE_HEADER = "x-videopanda-batch-size"  # how many requests shared this reply's batch
 
 
-def create_app(model: ServedModel, config: ServeConfig = ServeConfig()) -> FastAPI:
-    """The app serving ``model`` with ``config``'s bounds; its batcher is ``app.state.batcher``."""
+def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI:
+    """The app serving ``model`` with ``config``'s bounds (default ``ServeConfig()``); its batcher is
+    ``app.state.batcher``."""
+    config = config or ServeConfig()
     batcher = DynamicBatcher(model.generate, config.max_batch_size, config.max_wait_ms / 1000)
 
     @asynccontextmanager

@@ -71,7 +71,7 @@ class VideoPandaModel:
                     return self.predictor.load_video(path, num_frames)
                 except VideoDecodeError:
                     raise undecodable(ref.urls[0], ref.params[0], "video") from None
-        images = [self._read_image(url, param, media) for url, param in zip(ref.urls, ref.params)]
+        images = [self._read_image(url, param, media) for url, param in zip(ref.urls, ref.params, strict=True)]
         if ref.kind == "image":
             return self.predictor.preprocess_image(images[0])
         return self.predictor.preprocess_video(sample_frames(images, ref.params, num_frames or self.num_frames),
@@ -94,7 +94,7 @@ def sample_frames(images: list[np.ndarray], params: list[str], num_frames: int) 
     """Images (1, H, W, 3) of one video -> the ``num_frames`` the release's rule samples, (T, H, W, 3)."""
     sizes = {image.shape for image in images}
     if len(sizes) > 1:
-        odd = next(p for p, image in zip(params, images) if image.shape != images[0].shape)
+        odd = next(p for p, image in zip(params, images, strict=True) if image.shape != images[0].shape)
         raise APIError(400, f"{odd}: the frames of one video must share one size, got {sorted(sizes)}", odd)
     indices = sample_frame_indices(len(images), FRAMES_PER_IMAGE_FPS, num_frames)
     return np.concatenate([images[i] for i in indices])
