@@ -233,7 +233,7 @@ NEAR_TIE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.05}
 def assert_same_greedy_answer(predictor, visuals, question: str, answer: str) -> None:
     """``answer`` (another path's, e.g. batched) is the predictor's single-prompt greedy answer, or departs from
     it only at a step whose top-2 logits are within rounding of each other (a near-tie, not a bug)."""
-    out = predictor.generate([visuals], [question], output_scores=True, return_dict_in_generate=True)
+    out = predictor.greedy_scores(visuals, question)
     tokens = out.sequences[0]
     alone = predictor.processor.decode(tokens)
     if alone == answer:

@@ -44,13 +44,14 @@ def source(qa_set):
             "--video-dir", str(qa_set / "videos")]
 
 
-def start_videopanda_serve(model_dir, dtype: str):
-    """`videopanda serve MODEL_DIR` as its own process on a free 127.0.0.1 port; (base URL, process)."""
+def start_videopanda_serve(model_dir, dtype: str, media_root):
+    """`videopanda serve MODEL_DIR` as its own process on a free 127.0.0.1 port, serving local files from
+    ``media_root``; (base URL, process)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen([sys.executable, "-m", "videopanda", "serve", str(model_dir), "--port", str(port),
-                                "--dtype", dtype], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                "--dtype", dtype, "--media-root", str(media_root)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -70,7 +71,7 @@ def test_endpoint_run_against_videopanda_serve_equals_the_local_run(qa_set, tiny
     common = [*source(qa_set), "--max-new-tokens", "5", "--dtype", "float32"]
     assert main(["eval", "run", str(tiny_videopanda_dir), *common, "--batch-size", "1",
                  "--output-dir", str(tmp_path / "local")]) == 1  # 'gone' and 'broken' stay unanswered
-    url, process = start_videopanda_serve(tiny_videopanda_dir, "float32")
+    url, process = start_videopanda_serve(tiny_videopanda_dir, "float32", qa_set)
     try:
         assert main(["eval", "run", "--endpoint", url, "--endpoint-model", tiny_videopanda_dir.name, *common,
                      "--endpoint-video-as", "file_url", "--workers", "2", "--output-dir", str(tmp_path / "served")]) == 1  # 'gone' and 'broken' stay unanswered

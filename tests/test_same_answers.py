@@ -121,7 +121,7 @@ def _free_port() -> int:
 def test_serve_matches_single_prompt_answers(quickstart_dir, held_out, alone, precision):
     port = _free_port()
     command = [sys.executable, "-m", "videopanda", "serve", str(quickstart_dir / "model"), "--port", str(port),
-               "--dtype", precision]
+               "--dtype", precision, "--media-root", str(quickstart_dir)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY", max_retries=0)
     try:

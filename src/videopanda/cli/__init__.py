@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "videopanda.cli.train",
     "videopanda.cli.eval",
     "videopanda.cli.serve",
+    "videopanda.cli.demo",
     "videopanda.cli.chat",
     "videopanda.cli.quickstart",
 )

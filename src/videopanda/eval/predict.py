@@ -11,21 +11,23 @@ the prompt template the model directory records (``model_template``).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Sequence
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
-from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteriaList
 
 from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, Turn, inference_template
 from videopanda.data.decode import read_video_frames
 from videopanda.data.processing_videopanda import VideoPandaProcessor
-from videopanda.data.transform import VisualInputs, preprocess_frames
+from videopanda.data.transform import VisualInputs, preprocess_frames, preprocess_image
+from videopanda.eval.generation import GenerationRequest, GenerationResult, RowMonitor
 from videopanda.runtime import Precision, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -121,42 +123,82 @@ class VideoPandaPredictor:
     def batch_size(self) -> int:
         return self.config.batch_size
 
-    def load_video(self, path: str | Path) -> VisualInputs:
-        """The release's sampled frames, preprocessed at student scale without augmentation."""
+    def load_video(self, path: str | Path, num_frames: int | None = None) -> VisualInputs:
+        """The release's sampled frames, preprocessed at student scale without augmentation.
+
+        ``num_frames``: how many frames to sample (default: the predictor's, ``GenerationConfig.num_frames``
+        or the model's).
+        """
+        frames = read_video_frames(path, num_frames=num_frames or self.num_frames)  # (T, H, W, 3)
+        return self.preprocess_video(frames, num_frames)
+
+    def preprocess_video(self, frames: np.ndarray, num_frames: int | None = None) -> VisualInputs:
+        """Sampled frames (T, H, W, 3) uint8 -> a video input, padded to whole chunks of ``num_frames`` frames."""
         cfg = self.model.config
-        frames = read_video_frames(path, num_frames=self.num_frames)  # (T, H, W, 3) uint8
+        wanted = num_frames or self.num_frames
         return preprocess_frames(
             frames, image_size=cfg.image_size, teacher_image_size=cfg.teacher_image_size,
-            patch_size=cfg.patch_size, num_frames=self.num_frames, with_teacher=False,
+            patch_size=cfg.patch_size, num_frames=-(-wanted // cfg.chunk_length) * cfg.chunk_length,
+            with_teacher=False,
         )
 
-    @torch.no_grad()
-    def generate(
-        self, visuals: Sequence[VisualInputs | None], questions: Sequence[str],
-        histories: Sequence[Sequence[Turn]] | None = None, max_new_tokens: int | None = None,
-        **generate_kwargs,
-    ):
-        """Greedy generation for a left-padded batch of prompts: the new tokens ``(B, T_new)``, or the
-        ``generate`` output dict when ``generate_kwargs`` ask for one (``output_scores=True``, ...)."""
-        batch = self.processor.batch_prompts(questions, visuals, histories)
-        device = self.model.device
-        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "chunk_lengths")}
-        if "pixel_values" in batch:
-            inputs["pixel_values"] = batch["pixel_values"].to(device, self.model.dtype)
-        tokenizer = self.processor.tokenizer
-        return self.model.generate(
-            **inputs, max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=False,
-            pad_token_id=tokenizer.pad_token_id, stop_strings=[self.processor.stop_string], tokenizer=tokenizer,
-            **generate_kwargs,
-        )
+    def preprocess_image(self, image: np.ndarray) -> VisualInputs:
+        """One image (1, H, W, 3) or (H, W, 3) uint8 -> a one-frame input."""
+        cfg = self.model.config
+        return preprocess_image(image, image_size=cfg.image_size, teacher_image_size=cfg.teacher_image_size,
+                                patch_size=cfg.patch_size, with_teacher=False)
 
     def answer(
         self, visuals: Sequence[VisualInputs | None], questions: Sequence[str],
         histories: Sequence[Sequence[Turn]] | None = None, max_new_tokens: int | None = None,
     ) -> list[str]:
         """One greedy answer per (visuals, question[, earlier turns]), generated as one left-padded batch."""
-        new_tokens = self.generate(visuals, questions, histories, max_new_tokens)  # (B, T_new)
-        return [self.processor.decode(row) for row in new_tokens]
+        histories = histories or [()] * len(questions)
+        requests = [GenerationRequest(q, v, h, max_new_tokens=max_new_tokens)
+                    for v, q, h in zip(visuals, questions, histories, strict=True)]
+        return [result.text for result in self.generate(requests)]
+
+    def _model_inputs(
+        self, questions: Sequence[str], visuals: Sequence[VisualInputs | None],
+        histories: Sequence[Sequence[Turn]] | None = None,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Left-padded prompts on the model's device and dtype, and their attention mask (B, L) on the CPU."""
+        batch = self.processor.batch_prompts(questions, visuals, histories)
+        device = self.model.device
+        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "chunk_lengths")}
+        if "pixel_values" in batch:
+            inputs["pixel_values"] = batch["pixel_values"].to(device, self.model.dtype)
+        return inputs, batch["attention_mask"]
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Requests with their own limits, stops and streaming callbacks, as one left-padded batch."""
+        inputs, attention_mask = self._model_inputs(
+            [r.question for r in requests], [r.visuals for r in requests], [r.history for r in requests])
+        tokenizer = self.processor.tokenizer
+        limits = [r.max_new_tokens or self.config.max_new_tokens for r in requests]
+        monitor = RowMonitor(
+            requests, limits, 0, self.processor.decode,  # 0: generating from embeddings yields only new ids
+            lambda ids: tokenizer.decode(ids, skip_special_tokens=False), _eos_ids(self.model),
+            self.processor.stop_string,
+        )
+        new_tokens = self.model.generate(
+            **inputs, max_new_tokens=max(limits), do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([monitor]),
+        )  # (B, T_new)
+        return monitor.results(new_tokens, attention_mask)
+
+    @torch.no_grad()
+    def greedy_scores(self, visuals: VisualInputs | None, question: str, max_new_tokens: int | None = None):
+        """One prompt's greedy tokens and the logits of every step (``generate``'s output dict): the
+        reference that batched answers are checked against (near-ties of the logits)."""
+        inputs, _ = self._model_inputs([question], [visuals])
+        tokenizer = self.processor.tokenizer
+        return self.model.generate(
+            **inputs, max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=False,
+            pad_token_id=tokenizer.pad_token_id, stop_strings=[self.processor.stop_string], tokenizer=tokenizer,
+            output_scores=True, return_dict_in_generate=True,
+        )
 
     def ask(self, video: str | Path | None, question: str, history: Sequence[Turn] = ()) -> str:
         """One question about one video file (or none), after an optional chat history."""
@@ -182,15 +224,47 @@ class ChatLLM:
         model_id = "smollm2" if source is None or str(source) == "smollm2" else Path(source).name
         return cls(load_llm(source), load_tokenizer(source), model_id)
 
-    @torch.no_grad()
     def reply(self, messages: Sequence[dict[str, str]], max_new_tokens: int = 256) -> str:
         """``[{"role", "content"}, ...]`` -> the assistant's greedy reply."""
-        encoded = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        *history, last = messages
+        system = "\n".join(m["content"] for m in history if m["role"] == "system") or None
+        turns = [Turn(m["role"], m["content"]) for m in history if m["role"] != "system"]
+        request = GenerationRequest(last["content"], history=turns, system=system, max_new_tokens=max_new_tokens)
+        return self.generate([request])[0].text
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Text-only requests through the tokenizer's chat template, as one left-padded batch."""
+        if any(r.visuals is not None for r in requests):
+            raise ValueError(f"model {self.model_id!r} is a plain LLM: it takes no video or image")
+        prompts = [self.tokenizer.apply_chat_template(_chat_messages(r), add_generation_prompt=True, tokenize=False)
+                   for r in requests]
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
+                                 add_special_tokens=False)
+        input_ids = encoded["input_ids"].to(self.model.device)  # (B, L)
+        limits = [r.max_new_tokens or 256 for r in requests]
+        decode = self.tokenizer.decode
+        monitor = RowMonitor(
+            requests, limits, input_ids.shape[1], lambda ids: decode(ids, skip_special_tokens=True).strip(),
+            lambda ids: decode(ids, skip_special_tokens=False), _eos_ids(self.model), None,
         )
-        input_ids = encoded["input_ids"].to(self.model.device)  # (1, L)
         output = self.model.generate(
-            input_ids, attention_mask=encoded["attention_mask"].to(self.model.device),
-            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
-        )  # (1, L + T_new)
-        return self.tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()
+            input_ids, attention_mask=encoded["attention_mask"].to(self.model.device), max_new_tokens=max(limits),
+            do_sample=False, pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=StoppingCriteriaList([monitor]),
+        )  # (B, L + T_new)
+        return monitor.results(output[:, input_ids.shape[1] :], encoded["attention_mask"])
+
+
+def _chat_messages(request: GenerationRequest) -> list[dict[str, str]]:
+    system = [{"role": "system", "content": request.system}] if request.system else []
+    turns = [{"role": t.role, "content": t.text} for t in request.history]
+    return [*system, *turns, {"role": "user", "content": request.question}]
+
+
+def _eos_ids(model: PreTrainedModel) -> set[int]:
+    """The token ids that end a reply: those ``generate`` stops at (a Video-Panda model's are its LLM's)."""
+    config = getattr(getattr(model, "language_model", model), "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(getattr(model.config, "text_config", model.config), "eos_token_id", None)
+    return set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
