@@ -130,19 +130,22 @@ class VideoPandaProcessor:
         questions: Sequence[str],
         visuals: Sequence[VisualInputs | None],
         histories: Sequence[Sequence[Turn]] | None = None,
+        visual_turns: Sequence[int | None] | None = None,
     ) -> dict[str, Tensor]:
         """Prompts LEFT-padded for batched generation: ``input_ids (B, L)``, ``attention_mask (B, L)``,
         and ``pixel_values (F, 4, S, S)``, ``chunk_lengths (C,)`` when any prompt has visuals.
 
         Questions and earlier user turns are a user's text: a ``<video>``/``<image>`` typed there is text
-        (``as_plain_text``); each video is placed before its question.
+        (``as_plain_text``). Each prompt's visuals go to the front of its turn ``visual_turns[i]`` (an index
+        into history + question; None: the first user turn).
         """
         if len(questions) != len(visuals):
             raise ValueError(f"{len(questions)} questions but {len(visuals)} visuals")
         histories = histories or [()] * len(questions)
+        visual_turns = visual_turns or [None] * len(questions)
         samples = [
-            self.encode_prompt(_user_text([*h, Turn("user", q)]), v)
-            for q, v, h in zip(questions, visuals, histories, strict=True)
+            self.encode_prompt(_with_marker(_user_text([*h, Turn("user", q)]), turn), v)
+            for q, v, h, turn in zip(questions, visuals, histories, visual_turns, strict=True)
         ]
         return VideoPandaCollator(self.tokenizer.pad_token_id, padding_side="left")(samples)
 
@@ -240,3 +243,13 @@ class VideoPandaProcessor:
 
 def _user_text(turns: Sequence[Turn]) -> list[Turn]:
     return [replace(t, text=as_plain_text(t.text)) if t.role == "user" else t for t in turns]
+
+
+def _with_marker(turns: list[Turn], visual_turn: int | None) -> list[Turn]:
+    """The visual marker in front of turn ``visual_turn`` (after the user's own text was made plain)."""
+    if visual_turn is None:
+        return turns
+    if not 0 <= visual_turn < len(turns) or turns[visual_turn].role != "user":
+        raise ConversationError(f"visual turn {visual_turn} is not a user turn of the {len(turns)} turns")
+    held = turns[visual_turn]
+    return [*turns[:visual_turn], replace(held, text=f"{VIDEO_MARKER}\n{held.text}"), *turns[visual_turn + 1 :]]

@@ -34,6 +34,7 @@ class GenerationRequest:
     question: str
     visuals: VisualInputs | None = None
     history: Sequence[Turn] = ()
+    visual_turn: int | None = None  # the turn (of history + question) the visuals belong to; None: the first
     system: str | None = None  # plain chat LLMs only: a Video-Panda template has its own system line
     max_new_tokens: int | None = None  # None: the predictor's GenerationConfig.max_new_tokens
     stop: Sequence[str] = ()

@@ -160,10 +160,10 @@ class VideoPandaPredictor:
 
     def _model_inputs(
         self, questions: Sequence[str], visuals: Sequence[VisualInputs | None],
-        histories: Sequence[Sequence[Turn]] | None = None,
+        histories: Sequence[Sequence[Turn]] | None = None, visual_turns: Sequence[int | None] | None = None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Left-padded prompts on the model's device and dtype, and their attention mask (B, L) on the CPU."""
-        batch = self.processor.batch_prompts(questions, visuals, histories)
+        batch = self.processor.batch_prompts(questions, visuals, histories, visual_turns)
         device = self.model.device
         inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "chunk_lengths")}
         if "pixel_values" in batch:
@@ -174,7 +174,8 @@ class VideoPandaPredictor:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Requests with their own limits, stops and streaming callbacks, as one left-padded batch."""
         inputs, attention_mask = self._model_inputs(
-            [r.question for r in requests], [r.visuals for r in requests], [r.history for r in requests])
+            [r.question for r in requests], [r.visuals for r in requests], [r.history for r in requests],
+            [r.visual_turn for r in requests])
         tokenizer = self.processor.tokenizer
         limits = [r.max_new_tokens or self.config.max_new_tokens for r in requests]
         monitor = RowMonitor(

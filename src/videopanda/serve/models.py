@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from videopanda.data.conversation import Turn
 from videopanda.data.decode import VideoDecodeError, read_image
-from videopanda.data.processing_videopanda import VIDEO_MARKER
 from videopanda.data.sampling import sample_frame_indices
 from videopanda.data.transform import VisualInputs
 from videopanda.eval.generation import GenerationRequest, GenerationResult
@@ -49,14 +46,13 @@ class VideoPandaModel:
         self.model_id = model_id
 
     def prepare(self, chat: ParsedChat, media: MediaPolicy, max_new_tokens: int, stop: list[str]) -> GenerationRequest:
-        turns, visuals = list(chat.turns), None
+        turns, visuals, visual_turn = list(chat.turns), None, None
         if chat.visual is not None:
-            visuals = self.load_visual(chat.visual, chat.num_frames, media)
-            held = turns[chat.visual.turn]
-            turns[chat.visual.turn] = replace(held, text=f"{VIDEO_MARKER}\n{held.text}")
-        request = GenerationRequest(turns[-1].text, visuals, turns[:-1], max_new_tokens=max_new_tokens, stop=stop)
-        try:  # the prompt's checks (turn order, markers) before the request joins a batch
-            self.predictor.processor.encode_prompt([*request.history, Turn("user", request.question)], visuals)
+            visuals, visual_turn = self.load_visual(chat.visual, chat.num_frames, media), chat.visual.turn
+        request = GenerationRequest(turns[-1].text, visuals, turns[:-1], visual_turn=visual_turn,
+                                    max_new_tokens=max_new_tokens, stop=stop)
+        try:  # the prompt's checks (turn order) before the request joins a batch
+            self.predictor.processor.batch_prompts([request.question], [visuals], [request.history], [visual_turn])
         except ValueError as err:
             raise APIError(400, f"messages: {err}", "messages") from None
         return request
