@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ CUDA_ONLY = {"3 stages, FSDP", "3 stages, ZeRO-2", "3 stages, ZeRO-3", "QLoRA st
 def load_gpu_check():
     spec = importlib.util.spec_from_file_location("gpu_check", REPO_ROOT / "benchmarks" / "gpu_check.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from conftest import small_videopanda_config
-from test_train_support import stage_overrides, write_video_dataset
+from test_train_support import write_video_dataset
 from videopanda.cli import main
 from videopanda.config import ConfigError
 from videopanda.data.decode import find_video_file
 from videopanda.data.synth import QA_DIR
 from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+from videopanda.quickstart.config import QuickstartConfig
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.train.config import load_train_config
 from videopanda.train.run import setup_stage, train_stage
@@ -54,17 +55,21 @@ def test_a_frame_count_that_does_not_split_into_chunks_is_one_line(quickstart_di
     assert "multiple of the chunk length 4" in error and error.count("\n") == 1
 
 
-def test_a_32_frame_training_step_on_the_quickstart_size_model(quickstart_dir, tmp_path):
+def test_a_32_frame_training_step_on_the_quickstart_size_model(tmp_path):
+    """SmolLM2-135M + the quickstart's STAB geometry, 32 frames per video, checkpointing on."""
     annotations = write_video_dataset(tmp_path / "data", num_videos=2)
-    overrides = stage_overrides(quickstart_dir / "model", annotations, tmp_path / "long", "finetune", **{
-        "model.num_frames": 32, "per_device_batch_size": 1, "gradient_checkpointing": True})
+    overrides = [
+        "stage=finetune", f"output_dir={tmp_path / 'long'}", "model.init=smollm2", "model.use_distillation=false",
+        f"model.config={json.dumps(QuickstartConfig().model)}", "model.num_frames=32",
+        f"data.annotation_files={json.dumps([str(annotations)])}", f"data.media_root={annotations.parent}",
+        "per_device_batch_size=1", "max_steps=1", "precision=fp32", "gradient_checkpointing=true",
+        "save_steps=1000", "optim.warmup_ratio=0.0",
+    ]
     config = load_train_config(None, overrides)
-    setup = setup_stage(config)
-    sample = setup.dataset[0]
-    assert sample["pixel_values"].shape[0] == 32 and sample["chunk_lengths"].tolist() == [4] * 8
+    sample = setup_stage(config).dataset[0]
+    assert sample.pixel_values.shape[0] == 32 and sample.chunk_lengths.tolist() == [4] * 8
     output = train_stage(config)
-    trained = VideoPandaForCausalLM.from_pretrained(output)
-    assert trained.config.num_frames == 32
+    assert VideoPandaForCausalLM.from_pretrained(output).config.num_frames == 32
     with pytest.raises(ConfigError, match="model.num_frames"):
         setup_stage(load_train_config(None, overrides + ["model.num_frames=30"]))
 

@@ -68,7 +68,7 @@ def load_model(init: ModelInit) -> tuple[VideoPandaForCausalLM, PreTrainedTokeni
     ``init.num_frames`` replaces the model's frames per video; ``init.load_in_4bit`` loads a saved
     model's LLM in NF4 (QLoRA). The adapters themselves are added by the stage (``lora.add_lora``).
     """
-    overrides = {} if init.num_frames is None else {"num_frames": init.num_frames}
+    overrides = {}
     if init.load_in_4bit:
         if not is_videopanda_dir(init.init):
             raise ValueError(f"model.load_in_4bit (QLoRA) starts from a saved, merged Video-Panda model; {init.init} "
@@ -83,11 +83,11 @@ def load_model(init: ModelInit) -> tuple[VideoPandaForCausalLM, PreTrainedTokeni
         tokenizer = load_tokenizer(init.init)
     elif is_lora_output(init.init):
         model, tokenizer = load_lora_output(init.init, merge=True)
-        model.config.num_frames = init.num_frames or model.config.num_frames
     else:
         tokenizer = load_tokenizer(init.init)
         model = VideoPandaForCausalLM.from_llm(load_llm(init.init), tokenizer, use_distillation=init.use_distillation,
                                                **{**init.config, **overrides})
+    model.config.num_frames = init.num_frames or model.config.num_frames  # frames only change the data pipeline
     if model.config.num_frames % model.config.chunk_length:
         raise ConfigError(f"model.num_frames: {model.config.num_frames} frames do not split into chunks of "
                           f"{model.config.chunk_length}; use a multiple of {model.config.chunk_length} (16, 32, 64)")
