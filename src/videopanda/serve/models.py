@@ -112,7 +112,8 @@ class ChatLLMModel:
             raise APIError(400, f"{chat.visual.params[0]}: model {self.model_id!r} is a text-only LLM: it cannot "
                                 f"see a {chat.visual.kind}", chat.visual.params[0])
         turns = chat.turns
-        return GenerationRequest(turns[-1].text, None, turns[:-1], chat.system, max_new_tokens, stop)
+        return GenerationRequest(turns[-1].text, None, turns[:-1], system=chat.system, max_new_tokens=max_new_tokens,
+                                 stop=stop)
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         return self.llm.generate(requests)
