@@ -57,17 +57,19 @@ class PhaseClock:
 
 
 # Seconds per training sample and per held-out question, measured on a 2-core CPU (AVX2, float32)
-# with the default settings; a CPU with AMX in bfloat16 runs the training part about 1.6x faster.
-SECONDS_PER_SAMPLE = {"prealign": 0.25, "pretrain": 0.45, "finetune": 0.45}
-SECONDS_PER_QUESTION = 0.15
-FIXED_SECONDS = 40  # synthesis, loading, saving, judge
+# with the default settings (pretrain and finetune with LoRA); AMX in bfloat16 trains about 1.6x faster.
+SECONDS_PER_SAMPLE = {"prealign": 0.31, "pretrain": 0.375, "finetune": 0.55}
+SECONDS_PER_QUESTION = 0.25
+FIXED_SECONDS = 60  # synthesis, loading, saving, judge
 
 
 def expected_minutes(config: QuickstartConfig, precision: Precision) -> float:
     """A forecast printed at the start, from the step counts and the measured costs above."""
     speed = 1.6 if precision.dtype == "bfloat16" else 1.0
     train = sum(SECONDS_PER_SAMPLE[n] * s.steps * s.batch_size for n, s in config.stages.items()) / speed
-    questions = 4 * 2 * config.num_test  # four evaluations of about two questions per held-out video
+    total = 5 * config.num_test // 3  # about five questions per three held-out videos
+    midrun = min(total, config.midrun_eval_questions or total)
+    questions = 3 * midrun + total  # untrained, prealign, pretrain on the subset; the final model on all
     return (FIXED_SECONDS + train + SECONDS_PER_QUESTION * questions) / 60
 
 
