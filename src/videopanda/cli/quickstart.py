@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--teacher", type=Path, metavar="DIR",
                         help="local LanguageBind video tower: distillation in prealign and pretrain (slow on CPU)")
     parser.add_argument("--num-test", type=int, help="held-out videos (default 60)")
-    parser.add_argument("--judge-items", type=int, help="final answers judged by the local LLM judge (default 6)")
+    parser.add_argument("--judge-items", type=int, help="final answers judged by the local LLM judge (default 3)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                         help="precision (default auto: bfloat16 only on CPUs where it is faster than float32)")

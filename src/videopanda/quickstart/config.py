@@ -67,7 +67,7 @@ class QuickstartConfig:
     eval_batch_size: int = 16
     midrun_eval_questions: int | None = 40  # held-out questions scored before the last stage (None: all)
     max_new_tokens: int = 6  # answers are one word
-    judge_items: int = 6  # held-out answers of the final model judged by the local LLM judge (0: none)
+    judge_items: int = 3  # held-out answers of the final model judged by the local LLM judge (0: none)
     dtype: str = "auto"  # runtime.resolve_precision: training autocast and evaluation weights
     threads: int | None = None  # torch CPU threads (None: torch's default)
 
