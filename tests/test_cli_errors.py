@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from videopanda.cli import KEPT_ON_INTERRUPT, build_parser
+from videopanda.eval.judge.runner import read_metrics
 
 pytestmark = pytest.mark.slow  # ~20 subprocesses, each paying the torch/transformers imports
 
@@ -111,12 +112,12 @@ def test_judge_refuses_missing_or_empty_predictions_and_fails_when_nothing_was_j
     # Names come from flags or run_settings.json, never from parent directory names.
     assert_user_error(run_cli("eval", "judge", _predictions(tmp_path / "p" / "merge.jsonl"), "--backend", "rule"),
                       "--benchmark-name and --model-name")
-    # A judge that cannot be reached: every item fails, so the command fails (results.json still written).
+    # A judge that cannot be reached: every item fails, so the command fails (metrics.jsonl still written).
     done = run_cli("eval", "judge", _predictions(tmp_path / "merge.jsonl"), "--backend", "openai", "--base-url",
                    "http://127.0.0.1:9/v1", "--max-attempts", "2", "--timeout", "2", "--workers", "1",
                    "--output-dir", tmp_path / "out", *names)
     assert done.returncode == 1 and "Traceback" not in done.stderr and "could not be judged" in done.stderr
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = read_metrics(tmp_path / "out")
     assert results["judged"] == 0 and results["failures"] == 2
     failures = [json.loads(line) for line in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
     assert [f["attempts"] for f in failures] == [2, 2]  # both HTTP attempts counted

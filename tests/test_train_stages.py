@@ -124,3 +124,22 @@ def test_skipped_samples_are_summarised_at_the_end_of_each_epoch(world, tmp_path
         setup.trainer.train()
     summaries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1:")]
     assert len(summaries) == 1 and "1 samples skipped" in summaries[0] and "missing.mp4" in summaries[0]
+
+
+def test_a_tied_head_is_not_a_missing_key_on_resume(smollm2_tokenizer):
+    """Resuming a tied model loaded its checkpoint without the head's second name, and the Trainer warned."""
+    from conftest import small_videopanda_config
+    from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+    from videopanda.train.trainer import tied_parameter_names, without_tied_keys
+
+    config = small_videopanda_config(smollm2_tokenizer)
+    config.text_config.tie_word_embeddings = True
+    model = VideoPandaForCausalLM(config)
+    model.tie_weights()
+    assert tied_parameter_names(model) == {"language_model.lm_head.weight"}
+    state = {k: v for k, v in model.state_dict().items() if k != "language_model.lm_head.weight"}
+    result = model.load_state_dict(state, strict=False)
+    assert result.missing_keys == ["language_model.lm_head.weight"]  # what the Trainer would warn about
+    assert without_tied_keys(result, model).missing_keys == []
+    untied = VideoPandaForCausalLM(small_videopanda_config(smollm2_tokenizer))
+    assert tied_parameter_names(untied) == set()

@@ -30,19 +30,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from videopanda.runtime import DeviceError
-    from videopanda.train.config import ConfigError, load_train_config
+    from videopanda.train.config import load_train_config
     from videopanda.train.run import run_stages, train_stage
 
     overrides = list(args.overrides) + (["merge_lora=true"] if args.merge else [])
-    try:
-        if args.config:
-            output = train_stage(load_train_config(args.config, overrides, args.data_root))
-        else:
-            stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-            output = run_stages(stages, args.config_dir, overrides, args.data_root)
-    except (ConfigError, DeviceError) as err:  # the user's config or machine: one line, no traceback
-        raise SystemExit(f"videopanda train: {err}") from None
+    if args.config:
+        output = train_stage(load_train_config(args.config, overrides, args.data_root))
+    else:
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        output = run_stages(stages, args.config_dir, overrides, args.data_root)
     if _is_main_process():
         print(output)
     return 0

@@ -108,6 +108,10 @@ class VideoPandaTrainer(Trainer):
             world_size=args.world_size, seed=args.seed,
         )
 
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """Resuming warns of missing keys, but not of a tied weight's second name (saved once, tied again)."""
+        super()._issue_warnings_after_load(without_tied_keys(load_result, self.model))
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: add the loss parts and the throughput since the last one
             for key, sums in self._part_sums.items():
@@ -121,6 +125,23 @@ class VideoPandaTrainer(Trainer):
                 logs["samples_per_second"] = round(samples / (now - self._last_log[1]), 3)
             self._last_log = (step, now)
         super().log(logs, start_time)
+
+
+def tied_parameter_names(model: torch.nn.Module) -> set[str]:
+    """Every name but the first of a parameter that several modules share (e.g. an LLM head tied to its
+    token embeddings): checkpoints store it once, so its other names are never missing."""
+    first: dict[int, str] = {}
+    tied = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(param), name) != name:
+            tied.add(name)
+    return tied
+
+
+def without_tied_keys(load_result, model: torch.nn.Module):
+    """``load_state_dict``'s result with the tied parameters' second names dropped from ``missing_keys``."""
+    tied = tied_parameter_names(model)
+    return load_result._replace(missing_keys=[k for k in load_result.missing_keys if k not in tied])
 
 
 class ThroughputClock(TrainerCallback):
