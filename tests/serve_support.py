@@ -80,12 +80,29 @@ def start_cli_server(args: list[str], port: int, api_key: str | None = None,
 
 
 class StaticFiles:
-    """A directory served by the standard library's http.server on 127.0.0.1."""
+    """A directory served by the standard library's http.server on 127.0.0.1.
 
-    def __init__(self, directory: Path) -> None:
-        handler = partial(SimpleHTTPRequestHandler, directory=str(directory))
-        handler.log_message = lambda *a: None
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    ``requested`` lists every path asked for; ``redirects`` maps a path to a Location it answers with 302.
+    """
+
+    def __init__(self, directory: Path, redirects: dict[str, str] | None = None) -> None:
+        self.requested: list[str] = []
+        owner = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.requested.append(self.path)
+                if self.path in (redirects or {}):
+                    self.send_response(302)
+                    self.send_header("Location", redirects[self.path])
+                    self.end_headers()
+                    return
+                super().do_GET()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(directory)))
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 

@@ -27,6 +27,7 @@ from videopanda.data.video_writer import write_video
 from videopanda.eval.generation import GenerationRequest, cut_at_stops
 from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
 from videopanda.serve import MediaPolicy, ServeConfig, create_app, load_served_model
+from videopanda.serve.batching import DynamicBatcher
 
 KEY = "test-key"
 QUESTION = "What moves?"
@@ -59,7 +60,7 @@ def cli_server(panda_dir, media_root):
     """The real CLI: ``videopanda serve DIR --media-root ROOT --api-key KEY`` in its own process."""
     port = free_port()
     process = start_cli_server([str(panda_dir), "--media-root", str(media_root), "--api-key", KEY,
-                                "--max-wait-ms", "1"], port, KEY)
+                                "--max-wait-ms", "1", "--allow-private-urls"], port, KEY)
     yield f"http://127.0.0.1:{port}/v1"
     process.terminate()
     process.wait(timeout=30)
@@ -298,7 +299,8 @@ def test_local_paths_refused_without_a_media_root(app_server, media_root):
 
 def test_body_and_download_sizes_are_bounded(app_server, media_root):
     size = (media_root / "clip.mp4").stat().st_size
-    url, _ = app_server(ServeConfig(max_body_bytes=20_000, media=MediaPolicy(media_root, max_bytes=size - 1)))
+    policy = MediaPolicy(media_root, max_bytes=size - 1, allow_private_hosts=True)
+    url, _ = app_server(ServeConfig(max_body_bytes=20_000, media=policy))
     big = post(url, {"messages": [{"role": "user", "content": "x" * 30_000}]})
     assert big.status_code == 413 and "limit" in big.json()["error"]["message"]
     files = StaticFiles(media_root)
@@ -306,6 +308,27 @@ def test_body_and_download_sizes_are_bounded(app_server, media_root):
         reply = post(url, {"messages": [{"role": "user", "content": [
             {"type": "video_url", "video_url": f"{files.url}/clip.mp4"}, "hi"]}]})
         assert reply.status_code == 413 and reply.json()["error"]["code"] == "media_too_large"
+    finally:
+        files.close()
+
+
+def test_downloads_from_this_machine_are_refused_by_default(app_server, media_root):
+    """A URL on loopback is refused before anything is fetched, redirects included (the server's own network)."""
+    files = StaticFiles(media_root, redirects={"/hop": "/clip.mp4", "/loop": "/loop"})
+    try:
+        url, _ = app_server(ServeConfig(media=MediaPolicy(media_root)))
+        reply = post(url, {"messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": f"{files.url}/clip.mp4"}, "hi"]}]})
+        assert reply.status_code == 400 and reply.json()["error"]["code"] == "private_url_refused"
+        assert "--allow-private-urls" in reply.json()["error"]["message"] and files.requested == []
+
+        url, _ = app_server(ServeConfig(media=MediaPolicy(media_root, allow_private_hosts=True)))
+        hop = post(url, {"messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": f"{files.url}/hop"}, "hi"]}]})
+        assert hop.status_code == 200 and files.requested == ["/hop", "/clip.mp4"]
+        loop = post(url, {"messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": f"{files.url}/loop"}, "hi"]}]})
+        assert loop.status_code == 400 and "redirects" in loop.json()["error"]["message"]
     finally:
         files.close()
 
@@ -335,6 +358,32 @@ def test_concurrent_requests_share_a_batch(app_server, predictor, media_root):
         visuals = predictor.load_video(media_root / video) if video else None
         assert reply.choices[0].message.content == answer(predictor, visuals, question, max_tokens)
         assert reply.usage.completion_tokens <= max_tokens
+
+
+def test_a_failed_batch_is_retried_alone_but_never_resends_streamed_text(predictor):
+    """A batch failing mid-generation (as out of memory would): the request that streamed nothing yet is
+    generated again alone and gets its own answer; the streamed one gets the error, its text sent once."""
+
+    def generate_failing_in_batches(requests):
+        if len(requests) > 1:
+            for request in requests:
+                if request.on_text is not None:
+                    request.on_text("partial")
+            raise RuntimeError("out of memory")
+        return predictor.generate(requests)
+
+    batcher = DynamicBatcher(generate_failing_in_batches, max_batch_size=2, max_wait_s=5)
+    streamed = []
+    try:
+        plain = batcher.submit(GenerationRequest("Say something.", max_new_tokens=4))
+        streaming = batcher.submit(GenerationRequest("Why?", max_new_tokens=3, on_text=streamed.append))
+        expected = predictor.generate([GenerationRequest("Say something.", max_new_tokens=4)])[0]
+        assert plain.future.result(timeout=120) == expected
+        with pytest.raises(RuntimeError, match="out of memory"):
+            streaming.future.result(timeout=120)
+        assert streamed == ["partial"] and batcher.batch_sizes == [2, 1]
+    finally:
+        batcher.close()
 
 
 def test_a_port_in_use_is_reported_before_serving():

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--media-root", type=Path, metavar="DIR",
                    help="local video/image paths are served only from under DIR (without it: refused)")
     p.add_argument("--no-http-media", action="store_true", help="refuse http(s) media URLs")
+    p.add_argument("--allow-private-urls", action="store_true",
+                   help="also download media from loopback/private/link-local addresses (refused by default)")
     p.add_argument("--max-batch-size", type=int, default=8, help="requests generated together (default 8)")
     p.add_argument("--max-wait-ms", type=float, default=10.0,
                    help="how long a batch waits for more requests (default 10)")
@@ -46,7 +48,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.max_batch_size < 1:
         raise SystemExit(f"--max-batch-size must be at least 1, got {args.max_batch_size}")
     media = MediaPolicy(args.media_root, int(args.max_download_mb * 2**20), args.download_timeout_s,
-                        not args.no_http_media)
+                        not args.no_http_media, args.allow_private_urls)
     config = ServeConfig(
         args.host, args.port, args.api_key, media, args.default_max_tokens, args.max_tokens_limit,
         int(args.max_body_mb * 2**20), max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,

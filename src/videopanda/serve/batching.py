@@ -4,7 +4,8 @@ One worker thread owns the model. It takes the first waiting request, then
 gathers more for at most ``max_wait_s`` (or until ``max_batch_size``), and
 generates them as one left-padded batch, each with its own limits and stops.
 A batch that fails is retried one request at a time, so a request that breaks
-only itself never fails the others.
+only itself never fails the others; a streamed request that has already sent
+text gets the failure instead (a retry would send its text twice).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class BatchJob:
     request: GenerationRequest
     future: Future[GenerationResult] = field(default_factory=Future)
     batch_size: int = 0  # how many requests its batch held, once generated
+    streamed: bool = False  # some of its text has reached the client
 
 
 class DynamicBatcher:
@@ -46,6 +48,14 @@ class DynamicBatcher:
 
     def submit(self, request: GenerationRequest) -> BatchJob:
         job = BatchJob(request)
+        if request.on_text is not None:
+            send = request.on_text
+
+            def on_text(text: str) -> None:
+                job.streamed = True
+                send(text)
+
+            request.on_text = on_text
         self._queue.put(job)
         return job
 
@@ -83,7 +93,10 @@ class DynamicBatcher:
                 return
             logger.warning("a batch of %d failed (%s): generating its requests one by one", len(batch), err)
             for job in batch:
-                self._generate([job])
+                if job.streamed:
+                    job.future.set_exception(err)
+                else:
+                    self._generate([job])
             return
         for job, result in zip(batch, results, strict=True):
             job.batch_size = len(batch)

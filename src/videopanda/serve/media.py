@@ -5,7 +5,11 @@
   outside the root, unreadable or undecodable all give one message, so a reply
   never tells whether a path exists;
 - ``data:<mime>;base64,...``: decoded, at most ``max_bytes``;
-- ``http(s)://``: downloaded with a timeout and a size limit (``allow_http``).
+- ``http(s)://``: downloaded with a timeout and a size limit (``allow_http``);
+  a host that resolves to a loopback, private, link-local or otherwise
+  non-public address is refused, redirects included, unless
+  ``allow_private_hosts`` (so a request cannot make the server fetch from
+  its own network).
 
 Messages name the request's part, never echo its payload.
 """
@@ -14,19 +18,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import mimetypes
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urljoin, urlparse
 
 import httpx
 
 from videopanda.serve.protocol import APIError
 
 DOWNLOAD_CHUNK_BYTES = 1 << 16
+MAX_REDIRECTS = 3
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class MediaPolicy:
     max_bytes: int = 200 * 1024 * 1024  # a data: URL or a download
     download_timeout_s: float = 30.0
     allow_http: bool = True
+    allow_private_hosts: bool = False  # True: also download from loopback/private addresses
 
 
 def unreadable_local(param: str) -> APIError:
@@ -106,23 +114,47 @@ def _download(url: str, param: str, policy: MediaPolicy) -> bytes:
         raise APIError(400, f"{param}: http(s) media is turned off on this server (--no-http-media)", param)
     name = describe(url)
     try:
-        with httpx.Client(timeout=policy.download_timeout_s, follow_redirects=True, max_redirects=3) as client:
-            with client.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise APIError(400, f"{param}: downloading {name} failed (HTTP {response.status_code})", param)
-                if int(response.headers.get("content-length") or 0) > policy.max_bytes:
-                    raise _too_large(param, name, policy)
-                data = bytearray()
-                for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
-                    data += chunk
-                    if len(data) > policy.max_bytes:
-                        raise _too_large(param, name, policy)
-                return bytes(data)
+        with httpx.Client(timeout=policy.download_timeout_s, follow_redirects=False) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                _check_public_host(url, param, name, policy)
+                with client.stream("GET", url) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        url = urljoin(url, response.headers["location"])  # checked again before it is fetched
+                        continue
+                    return _body(response, param, name, policy)
+            raise APIError(400, f"{param}: downloading {name} failed (more than {MAX_REDIRECTS} redirects)", param)
     except httpx.TimeoutException:
         raise APIError(400, f"{param}: downloading {name} timed out after {policy.download_timeout_s:g} s",
                        param) from None
     except httpx.HTTPError as err:
         raise APIError(400, f"{param}: downloading {name} failed ({type(err).__name__})", param) from None
+
+
+def _body(response: httpx.Response, param: str, name: str, policy: MediaPolicy) -> bytes:
+    if response.status_code != 200:
+        raise APIError(400, f"{param}: downloading {name} failed (HTTP {response.status_code})", param)
+    if int(response.headers.get("content-length") or 0) > policy.max_bytes:
+        raise _too_large(param, name, policy)
+    data = bytearray()
+    for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+        data += chunk
+        if len(data) > policy.max_bytes:
+            raise _too_large(param, name, policy)
+    return bytes(data)
+
+
+def _check_public_host(url: str, param: str, name: str, policy: MediaPolicy) -> None:
+    """Refuse ``url`` unless every address its host resolves to is a public one (or private ones are allowed)."""
+    if policy.allow_private_hosts:
+        return
+    host = urlparse(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+    except (socket.gaierror, UnicodeError):
+        raise APIError(400, f"{param}: downloading {name} failed (unknown host)", param) from None
+    if not all(ipaddress.ip_address(a.split("%")[0]).is_global for a in addresses):
+        raise APIError(400, f"{param}: {name}: downloads from loopback, private or link-local addresses are "
+                       "refused on this server (--allow-private-urls)", param, "private_url_refused")
 
 
 def _too_large(param: str, name: str, policy: MediaPolicy) -> APIError:
