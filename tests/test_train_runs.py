@@ -101,10 +101,13 @@ def trained_weights(output: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in final_weights(output).items() if not k.endswith(BN_BUFFERS)}
 
 
+def torchrun_command(config: Path, launcher: list[str]) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher,
+            "train", "--config", str(config)]
+
+
 def run_two_processes(config: Path, launcher: list[str]) -> subprocess.CompletedProcess:
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher,
-                "train", "--config", str(config)]
-    run = subprocess.run(torchrun, capture_output=True, text=True, env=ONE_THREAD)
+    run = subprocess.run(torchrun_command(config, launcher), capture_output=True, text=True, env=ONE_THREAD)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Total train batch size (w. parallel, distributed & accumulation) = 2" in run.stderr
     assert "Gradient Accumulation steps = 1" in run.stderr  # so the 2 comes from 2 ranks
@@ -117,15 +120,43 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(world, o
     assert_same_weights(trained_weights(world["root"] / "double"), one_process_run, rtol=1e-5, atol=1e-6)
 
 
-def test_two_process_fsdp_matches_one_process_with_the_same_global_batch(world, one_process_run):
+FSDP_LAUNCHER = [str(Path(__file__).parent / "fsdp_on_cpu.py")]
+
+
+def write_fsdp_config(world, output: Path, **extra) -> Path:
+    return write_config(world, output, gradient_accumulation_steps=1, distributed="fsdp",
+                        fsdp_config=str(FSDP_CONFIG), **COMMON, **extra)
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(world) -> tuple[Path, subprocess.CompletedProcess]:
+    output = world["root"] / "fsdp"
+    return output, run_two_processes(write_fsdp_config(world, output), FSDP_LAUNCHER)
+
+
+def test_two_process_fsdp_matches_one_process_with_the_same_global_batch(fsdp_run, one_process_run):
     """FSDP2 full shard through the Trainer, the STAB and each LLaMA decoder layer a unit (configs/fsdp).
 
     Accelerate enables FSDP only on GPU process groups; ``fsdp_on_cpu.py`` lifts that gate for gloo.
     """
-    output = world["root"] / "fsdp"
-    config = write_config(world, output, gradient_accumulation_steps=1, distributed="fsdp",
-                          fsdp_config=str(FSDP_CONFIG), **COMMON)
-    run = run_two_processes(config, [str(Path(__file__).parent / "fsdp_on_cpu.py")])
+    output, run = fsdp_run
     sharded = next(line for line in run.stderr.splitlines() if "sharded: FSDP units" in line)
     assert "STAB" in sharded and "LlamaDecoderLayer" in sharded and "(6 units" in sharded  # + root, embeddings, head
     assert_same_weights(trained_weights(output), one_process_run, rtol=1e-5, atol=1e-6)
+
+
+def test_fsdp_resume_after_sigkill_ends_like_the_uninterrupted_fsdp_run(world, fsdp_run):
+    """torchrun and both ranks SIGKILLed right after checkpoint-1 (sharded optimizer state, per-rank RNG);
+    the same command again resumes from it and ends bit for bit where the uninterrupted FSDP run ended."""
+    killed = world["root"] / "fsdp_killed"
+    config = write_fsdp_config(world, killed, save_steps=1)
+    crash = subprocess.run(torchrun_command(config, FSDP_LAUNCHER), capture_output=True, text=True,
+                           env={**ONE_THREAD, "KILL_AFTER_CHECKPOINT": "1"})
+    assert crash.returncode == -signal.SIGKILL, crash.stderr[-3000:]
+    assert (killed / "checkpoint-1" / "trainer_state.json").exists()
+    assert not (killed / "checkpoint-2").exists() and not (killed / "model.safetensors").exists()
+
+    resumed = run_two_processes(config, FSDP_LAUNCHER)
+    assert "resuming from" in resumed.stderr and "checkpoint-1" in resumed.stderr
+    assert (killed / "checkpoint-2" / "trainer_state.json").exists()
+    assert_same_weights(final_weights(killed), final_weights(fsdp_run[0]), rtol=0, atol=0)
