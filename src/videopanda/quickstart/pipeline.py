@@ -75,15 +75,18 @@ def expected_minutes(config: QuickstartConfig, precision: Precision) -> float:
 
 
 def load_models(config: QuickstartConfig):
-    """(Video-Panda model around the LLM, its tokenizer, a pristine copy of the LLM for the judge or None)."""
+    """(Video-Panda model around the LLM, its tokenizer, the judge: a pristine ChatLLM copy of the LLM, or None).
+
+    The LLM and its tokenizer are read once and copied (parsing SmolLM2's GGUF takes ~6 s a time).
+    """
     tokenizer = load_tokenizer(config.llm)
+    llm = load_llm(config.llm)
+    judge = ChatLLM(copy.deepcopy(llm), copy.deepcopy(tokenizer), config.llm) if config.judge_items > 0 else None
     if config.llm == "smollm2":
         tokenizer.chat_template = CHATML_NO_SYSTEM  # saved with the model: ask/chat prompt as training did
-    llm = load_llm(config.llm)
-    judge_llm = copy.deepcopy(llm) if config.judge_items > 0 else None
     model = VideoPandaForCausalLM.from_llm(llm, tokenizer, use_distillation=config.teacher is not None,
                                            prompt_template=TEMPLATE, **config.model)
-    return model.eval(), tokenizer, judge_llm
+    return model.eval(), tokenizer, judge
 
 
 def make_predictor(
@@ -94,7 +97,7 @@ def make_predictor(
     return VideoPandaPredictor.for_model(model, tokenizer, generation, precision)
 
 
-def judge_final(judge_llm, config: QuickstartConfig, predictions: Path, out: Path) -> dict:
+def judge_final(chat: ChatLLM, config: QuickstartConfig, predictions: Path, out: Path) -> dict:
     """The local LLM judge (the release's QA prompt) on the first ``judge_items`` final answers."""
     from videopanda.eval.judge.base import LLMJudge
     from videopanda.eval.judge.local_backend import LocalBackend
@@ -103,7 +106,6 @@ def judge_final(judge_llm, config: QuickstartConfig, predictions: Path, out: Pat
     from videopanda.eval.judge.rule_backend import rule_match
 
     items = load_predictions(predictions)[: config.judge_items]
-    chat = ChatLLM(judge_llm, load_tokenizer(config.llm), config.llm)
     # Greedy decoding repeats itself: one attempt per item (a malformed reply is a recorded failure).
     judge = LLMJudge(LocalBackend(chat, max_new_tokens=24), parse_attempts=1)
     results = run_judge(items, out, judge, get_prompt("qa"), workers=1,
@@ -127,7 +129,7 @@ def run_quickstart(config: QuickstartConfig, started: float | None = None) -> Qu
         synthesize(out / "data", SynthConfig(seed=config.seed, num_train=config.num_train, num_test=config.num_test))
     qa_set = QASet(out / "data" / QA_DIR)
     with clock.phase("load"):
-        model, tokenizer, judge_llm = load_models(config)
+        model, tokenizer, judge_chat = load_models(config)
     accuracy: dict[str, dict[str, float]] = {}
     total = len(qa_set.questions)
     midrun = min(total, config.midrun_eval_questions or total)  # the final model is scored on every question
@@ -151,9 +153,9 @@ def run_quickstart(config: QuickstartConfig, started: float | None = None) -> Qu
         tokenizer.save_pretrained(out / "model")
         save_config(final_stage, out / "model" / "train_config.yaml")
     judge = None
-    if judge_llm is not None:
+    if judge_chat is not None:
         with clock.phase("judge"):
-            judge = judge_final(judge_llm, config, out / "eval/finetune" / MERGE_FILE, out / "judge")
+            judge = judge_final(judge_chat, config, out / "eval/finetune" / MERGE_FILE, out / "judge")
     results = QuickstartResults(time.perf_counter() - started, load_chance(qa_set.directory), accuracy, losses,
                                 judge, clock.seconds, precision.as_dict(), questions)
     with clock.phase("report"):
