@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from conftest import assert_same_greedy_answer
 from videopanda.data.synth import QA_DIR
@@ -55,6 +56,8 @@ def test_report_plots_and_judge_are_written(quickstart_dir):
         assert (quickstart_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     judge = read_metrics(quickstart_dir / "judge")
     assert judge["total"] == 1 and judge["judge"]["backend"] == "local"
+    assert f"{judge['judged']} of 1 final answers judged" in report  # the report says what the judge made of them
+    assert "videopanda eval judge eval/finetune/merge.jsonl --backend openai" in report
 
 
 def test_final_model_loads_and_answers_with_its_training_template(quickstart_dir):
@@ -71,6 +74,22 @@ def test_final_model_loads_and_answers_with_its_training_template(quickstart_dir
     final = _read_jsonl(quickstart_dir / "eval" / "finetune" / "merge.jsonl")[0]
     # The saved model is the model that was evaluated (batched there: equal up to logit near-ties).
     assert_same_greedy_answer(predictor, predictor.load_video(video), question["question"], final["pred"])
+
+
+def test_the_same_seed_gives_the_same_run(quickstart_dir, tmp_path, precision):
+    """The STAB's initial weights follow --seed, so a second run ends with the same weights and accuracies."""
+    from safetensors.torch import load_file
+
+    from videopanda.cli import main
+
+    again = tmp_path / "again"
+    assert main(["quickstart", "--out", str(again), "--steps-scale", "0.02", "--num-test", "3",
+                 "--judge-items", "0", "--dtype", precision]) == 0
+    first, second = (json.loads((d / "results.json").read_text()) for d in (quickstart_dir, again))
+    assert second["accuracy"] == first["accuracy"]
+    weights, repeated = (load_file(str(d / "model" / "model.safetensors")) for d in (quickstart_dir, again))
+    assert weights.keys() == repeated.keys()
+    assert all(torch.equal(weights[name], repeated[name]) for name in weights)
 
 
 def test_table_lists_every_row_and_chance():

@@ -60,6 +60,21 @@ def questions_note(results: QuickstartResults) -> str:
     return "Questions scored: " + ", ".join(f"{row} {n}" for row, n in results.questions.items()) + "."
 
 
+def judge_note(results: QuickstartResults, out: Path) -> str | None:
+    """What the local judge made of the final answers, and how to judge them with a capable model."""
+    judge = results.judge
+    if judge is None:
+        return None
+    model = judge.get("judge", {}).get("model", "?")
+    verdicts = f"{judge['judged']} of {judge['total']} final answers judged"
+    if judge["judged"]:
+        verdicts += f" (accuracy {_pct(judge['accuracy'])}%, mean score {judge['mean_score']:.2f})"
+    failed = (f"; {judge['failures']} replies were not in the judge's format (see {out / 'judge' / 'failures.jsonl'}:"
+              " a 135M model rarely keeps to it)" if judge["failures"] else "")
+    return (f"Local judge ({model}, the release's QA prompt): {verdicts}{failed}. Judge every answer with a capable "
+            f"model: videopanda eval judge {out / 'eval' / 'finetune' / 'merge.jsonl'} --backend openai --judge-model M")
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
@@ -138,7 +153,8 @@ def markdown(results: QuickstartResults) -> str:
         "![loss](loss.png)",
     ]
     if results.judge is not None:
-        lines += ["", "## Local LLM judge (final model)", "", "```", json.dumps(results.judge, indent=1), "```"]
+        lines += ["", "## Local LLM judge (final model)", "", judge_note(results, Path()), "", "```",
+                  json.dumps(results.judge, indent=1), "```"]
     if results.seconds:
         lines += ["", "## Time per phase (s)", ""]
         lines += [f"- {phase}: {seconds:.0f}" for phase, seconds in results.seconds.items()]

@@ -28,7 +28,7 @@ from videopanda.data.dataset import VideoLLaVADataset, load_annotations
 from videopanda.data.processing_videopanda import VideoPandaProcessor
 from videopanda.model.llm import load_llm, load_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
-from videopanda.runtime import resolve_precision
+from videopanda.runtime import canonical_dtype_name, resolve_precision
 from videopanda.train.config import ModelInit, TrainConfig, load_train_config
 from videopanda.train.lora import (
     add_lora, is_lora_output, load_lora_output, merge_lora_output, qlora_quantization_config, save_lora_output,
@@ -44,7 +44,6 @@ SKIP_LOG_NAME = "skipped_samples.jsonl"
 STAGE_RECORD_NAME = "stage.json"  # which stage and config the checkpoints in output_dir belong to
 # Settings a resumed run may change without training something else.
 RESUMABLE_CHANGES = ("resume", "logging_steps", "save_steps", "save_total_limit", "max_steps", "num_epochs")
-HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}  # TrainConfig.precision -> 16-bit weights
 
 
 @dataclass
@@ -201,9 +200,9 @@ def assemble_stage(
         logger.info("stage %s does not distill: teacher settings ignored", rule.name)
     lora = uses_lora(config, rule)
     if lora:
-        frozen_dtype = HALF_PRECISIONS.get(config.precision)
-        if frozen_dtype is not None and not config.model.load_in_4bit:
-            model.language_model.to(frozen_dtype)  # the frozen base in 16 bits; peft keeps the adapters in fp32
+        precision = canonical_dtype_name(config.precision)
+        if precision != "float32" and not config.model.load_in_4bit:
+            model.language_model.to(getattr(torch, precision))  # the frozen base in 16 bits; peft keeps adapters fp32
         add_lora(model, config.model.lora, quantized=config.model.load_in_4bit,
                  gradient_checkpointing=config.gradient_checkpointing)
     trainable = apply_stage(model, rule, distilling, lora=lora)
