@@ -223,7 +223,7 @@ def build_judge(args: argparse.Namespace):
 
 def judge_command(args: argparse.Namespace) -> int:
     from videopanda.eval.judge.prompts import get_prompt
-    from videopanda.eval.judge.runner import load_predictions, run_judge
+    from videopanda.eval.judge.runner import FAILURES_FILE, load_predictions, run_judge
 
     prompt = get_prompt(args.prompt)
     items = load_predictions(args.predictions)
@@ -238,7 +238,7 @@ def judge_command(args: argparse.Namespace) -> int:
     print(json.dumps({k: results[k] for k in shown}))
     if results["failures"]:
         logger.error("%d of %d items could not be judged (%s): rerun to retry them", results["failures"],
-                     results["total"], Path(output_dir) / "failures.jsonl")
+                     results["total"], Path(output_dir) / FAILURES_FILE)
         return 1
     return 0
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from videopanda.eval.judge.runner import FAILURES_FILE
+from videopanda.eval.run import MERGE_FILE
 from videopanda.quickstart.config import STAGE_NAMES
 
 COARSE = ("appearance", "temporal")
@@ -60,19 +62,17 @@ def questions_note(results: QuickstartResults) -> str:
     return "Questions scored: " + ", ".join(f"{row} {n}" for row, n in results.questions.items()) + "."
 
 
-def judge_note(results: QuickstartResults, out: Path) -> str | None:
+def judge_note(results: QuickstartResults, out: Path) -> str:
     """What the local judge made of the final answers, and how to judge them with a capable model."""
     judge = results.judge
-    if judge is None:
-        return None
-    model = judge.get("judge", {}).get("model", "?")
     verdicts = f"{judge['judged']} of {judge['total']} final answers judged"
     if judge["judged"]:
         verdicts += f" (accuracy {_pct(judge['accuracy'])}%, mean score {judge['mean_score']:.2f})"
-    failed = (f"; {judge['failures']} replies were not in the judge's format (see {out / 'judge' / 'failures.jsonl'}:"
-              " a 135M model rarely keeps to it)" if judge["failures"] else "")
-    return (f"Local judge ({model}, the release's QA prompt): {verdicts}{failed}. Judge every answer with a capable "
-            f"model: videopanda eval judge {out / 'eval' / 'finetune' / 'merge.jsonl'} --backend openai --judge-model M")
+    failed = (f"; {judge['failures']} replies were not in the judge's format (see {out / 'judge' / FAILURES_FILE}:"
+              " a small model rarely keeps to it)" if judge["failures"] else "")
+    predictions = out / "eval" / STAGE_NAMES[-1] / MERGE_FILE
+    return (f"Local judge ({judge['judge']['model']}, the release's QA prompt): {verdicts}{failed}. Judge every "
+            f"answer with a capable model: videopanda eval judge {predictions} --backend openai --judge-model M")
 
 
 def _pct(value: float | None) -> str:

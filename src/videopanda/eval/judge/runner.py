@@ -33,6 +33,7 @@ from videopanda.eval.judge.prompts import PromptSpec
 from videopanda.eval.judge.scoring import coverage, summarize
 
 logger = logging.getLogger(__name__)
+FAILURES_FILE = "failures.jsonl"  # the items that could not be judged, with the judge's reply
 
 
 def load_predictions(path: str | Path) -> list[QAItem]:
@@ -97,7 +98,7 @@ def write_judgements(
     if release_json is not None:
         release_files.write_combined(release_json, combined)
     write_jsonl(out / "verdicts.jsonl", (v.to_dict() for v in verdicts))
-    write_jsonl(out / "failures.jsonl", (v.to_dict() for v in verdicts if not v.ok))
+    write_jsonl(out / FAILURES_FILE, (v.to_dict() for v in verdicts if not v.ok))
     summary = summarize(verdicts)
     results = {**meta, **summary, **coverage(summary, unanswered)}
     write_jsonl(out / METRICS_FILE, [results])
@@ -154,7 +155,7 @@ def run_judge(
     results = write_judgements(output_dir, items, verdicts, {**meta, "judge": asdict(info)}, unanswered, release_json)
     if results["failures"]:
         logger.warning("%d of %d items could not be judged: see %s", results["failures"], results["total"],
-                       Path(output_dir) / "failures.jsonl")
+                       Path(output_dir) / FAILURES_FILE)
     if unanswered:
         logger.warning("%d of %d benchmark questions have no prediction: whole-benchmark accuracy %s",
                        unanswered, results["questions"], results["accuracy_all_benchmark"])
