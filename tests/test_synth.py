@@ -24,7 +24,7 @@ from videopanda.data.synth import (
     synthesize,
 )
 
-CONFIG = SynthConfig(seed=7, num_train=6, num_test=9)
+CONFIG = SynthConfig(seed=7, num_train=6, num_test=27)  # one cycle of every held-out question kind
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +198,17 @@ def test_cli_writes_the_dataset_and_prints_chance(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "21 videos" in printed and "chance: colour 0.167" in printed
     assert (tmp_path / "out" / QA_DIR / "test_a.json").is_file()
+
+
+def test_every_appearance_question_is_asked_on_every_aspect(tmp_path):
+    # 27 videos are one cycle of kind x aspect x appearance question; "order" scenes have no appearance question.
+    root = tmp_path / "qa"
+    synthesize(root, SynthConfig(seed=3, num_train=0, num_test=27))
+    answers = json.loads((root / QA_DIR / "test_a.json").read_text())
+    asked = set()
+    for item in answers:
+        if COARSE_TYPE[item["type"]] == "appearance":
+            video = find_video_file(root / QA_DIR / "videos", item["question_id"].rsplit("_", 1)[0])
+            height, width = read_video_frames(video).shape[1:3]
+            asked.add((item["type"], "tall" if height > width else "wide" if width > height else "square"))
+    assert asked == {(t, a) for t in ("colour", "shape", "size") for a in ("tall", "wide", "square")}

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
+from transformers import get_scheduler
 
 from conftest import REPO_ROOT
 from videopanda.config import ConfigError
 from videopanda.train.config import TrainConfig, load_train_config, with_data_root
+from videopanda.train.run import training_arguments
 from videopanda.train.stages import STAGES, apply_stage, get_stage, group_learning_rates, param_groups
 
 SHIPPED = sorted((REPO_ROOT / "configs").glob("*.yaml")) + sorted((REPO_ROOT / "configs" / "small").glob("*.yaml"))
@@ -43,6 +46,7 @@ def test_release_recipe_matches_the_spec_table():
         (["stage=pretraining"], "stage"),
         (["optim.group_lr.visual=high"], "optim.group_lr.visual"),
         (["data.annotation_files=a.json"], "data.annotation_files"),
+        (["optim.lr_scheduler=cosine_restarts"], "optim.lr_scheduler"),
     ],
 )
 def test_unknown_key_or_wrong_type_is_an_error_naming_it(overrides, named):
@@ -54,6 +58,23 @@ def test_overrides_are_typed():
     config = load_train_config(None, ["optim.lr=1e-4", "max_steps=3", "data.annotation_files=[a.json, b.json]"])
     assert isinstance(config, TrainConfig)
     assert config.optim.lr == 1e-4 and config.max_steps == 3 and config.data.annotation_files == ["a.json", "b.json"]
+
+
+@pytest.mark.parametrize(("schedule", "last_share"), [("cosine", 0.0), ("constant_with_warmup", 1.0)])
+def test_the_configured_schedule_is_the_one_the_trainer_steps(schedule, last_share, tmp_path):
+    config = load_train_config(None, [f"optim.lr_scheduler={schedule}", "max_steps=20", "precision=fp32",
+                                      f"output_dir={tmp_path}"])
+    rule = get_stage(config.stage)
+    args = training_arguments(config, rule, group_learning_rates(rule, 1e-3))
+    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1e-3)
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.get_warmup_steps(20), 20)
+    shares = []
+    for _ in range(20):
+        optimizer.step()
+        scheduler.step()
+        shares.append(scheduler.get_last_lr()[0] / 1e-3)
+    assert shares[-1] == pytest.approx(last_share, abs=1e-6)
+    assert max(shares) == pytest.approx(1.0)  # the warmup reaches the configured rate either way
 
 
 class Toy(nn.Module):

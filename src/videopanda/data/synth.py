@@ -282,8 +282,8 @@ def _video_rng(seed: int, split: int, index: int) -> np.random.Generator:
 def _build_split(root: Path, subdir: str, split: int, count: int, config: SynthConfig, desc: str):
     """Yield (name, video path relative to ``root``, scene, rng) for ``count`` new videos.
 
-    Kind, aspect and container cycle with coprime periods (3, 9, 5), so every
-    combination appears and small sets hold every container.
+    Kind cycles with period 3, aspect with period 9 (each kind on each aspect), container with period 5
+    (coprime: small sets hold every container).
     """
     aspects = list(FRAME_SIZES)
     for index in tqdm(range(count), desc=desc, unit="video", leave=False):
@@ -319,12 +319,17 @@ def write_instructions(train_root: Path, config: SynthConfig) -> list[dict]:
 
 
 def write_zero_shot_qa(qa_root: Path, config: SynthConfig) -> tuple[list[dict], list[dict]]:
-    """Held-out videos: one appearance question (cycling colour/shape/size) + the temporal one."""
+    """Held-out videos: one appearance question (cycling colour/shape/size) + the temporal one.
+
+    The appearance question cycles with period 27, after kind (3) and aspect (9): every question is asked
+    on every aspect. (It once cycled with the aspect's period 9: shape was asked only of tall videos,
+    size only of square ones.)
+    """
     test_q, test_a = [], []
     for index, (name, _, scene, rng) in enumerate(_build_split(qa_root, "videos", 2, config.num_test, config, "test")):
         questions = scene_questions(scene, rng)
         if scene.kind != "order":
-            questions = [questions[(index // len(KINDS)) % 3], questions[-1]]
+            questions = [questions[(index // (len(KINDS) * len(FRAME_SIZES))) % 3], questions[-1]]
         for qa in questions:
             qid = f"{name}_{qa.type}"
             test_q.append({"video_name": name, "question": qa.question, "question_id": qid})

@@ -34,6 +34,7 @@ class StageSettings:
     lr: float
     visual_lr: float
     warmup_ratio: float = 0.05
+    lr_scheduler: str = "cosine"  # train.config.LR_SCHEDULERS
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,17 @@ class QuickstartConfig:
         # weights: 104 x 4 captions + 72 x 4 QA reached appearance/temporal 77.5/46.7 where 96 x 8 +
         # 60 x 4 reached 70.0/45.0, with 0.7x the training samples).
         # Prealign's steps bought no held-out accuracy (measured: colour 0%), so it keeps a short warm-up.
-        "prealign": StageSettings(steps=12, batch_size=4, lr=4e-5, visual_lr=1e-3),  # SmolLM2 frozen (stage rule)
+        # Prealign and pretrain hold their rate (no cosine to zero mid-recipe, then a re-warm): on a common
+        # 300-question held-out set, appearance 68.3 / temporal 47.4 over seeds 0-3, where cosine in
+        # every stage reached 59.6 / 49.2 over seeds 0-1.
+        "prealign": StageSettings(steps=12, batch_size=4, lr=4e-5, visual_lr=1e-3,  # SmolLM2 frozen (stage rule)
+                                  lr_scheduler="constant_with_warmup"),
         # Captions name colour, shape, size and motion in ~8 tokens: the cheapest grounding signal per
         # step, so pretrain gets most of the steps; finetune teaches the one-word QA format on top.
         # ``lr`` is the LoRA adapters' rate (adapters want a higher one than full fine-tuning).
-        "pretrain": StageSettings(steps=104, batch_size=4, lr=5e-4, visual_lr=1e-3),
-        "finetune": StageSettings(steps=72, batch_size=4, lr=5e-4, visual_lr=1e-3),
+        "pretrain": StageSettings(steps=104, batch_size=4, lr=5e-4, visual_lr=1e-3,
+                                  lr_scheduler="constant_with_warmup"),
+        "finetune": StageSettings(steps=72, batch_size=4, lr=5e-4, visual_lr=1e-3),  # cosine: the recipe's anneal
     })
     # The stages that train SmolLM2 train low-rank adapters on its attention instead of its 135M weights:
     # a step costs about 0.6x (no weight gradients or optimizer state for the LLM), measured on 2 cores.

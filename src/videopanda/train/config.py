@@ -99,13 +99,17 @@ class DataConfig:
             raise ValueError(f"data.fraction must be in (0, 1], got {self.fraction}")
 
 
+LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
+
+
 @dataclass
 class OptimConfig:
-    """AdamW, weight decay 0, cosine schedule with linear warmup.
+    """AdamW, weight decay 0, linear warmup then ``lr_scheduler`` (the release's cosine to zero).
 
     ``lr`` (None = the stage's default) is the learning rate of parameters in
     no named group; ``group_lr`` overrides the rate of a stage's named group
-    (``{"visual": 4e-4}``).
+    (``{"visual": 4e-4}``). ``lr_scheduler`` is a Trainer schedule name:
+    ``constant_with_warmup`` suits a stage that hands over to another (no decay to zero mid-recipe).
     """
 
     lr: float | None = None
@@ -114,8 +118,11 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     max_grad_norm: float = 1.0
+    lr_scheduler: str = "cosine"
 
     def __post_init__(self) -> None:
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ValueError(f"optim.lr_scheduler must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}")
         self.group_lr = {name: _as_float(value, f"optim.group_lr.{name}") for name, value in self.group_lr.items()}
 
 

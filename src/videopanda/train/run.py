@@ -116,7 +116,7 @@ def training_arguments(config: TrainConfig, rule: StageRule, rates: dict[str, fl
         adam_beta2=config.optim.betas[1],
         adam_epsilon=config.optim.eps,
         max_grad_norm=config.optim.max_grad_norm,
-        lr_scheduler_type="cosine",
+        lr_scheduler_type=config.optim.lr_scheduler,
         warmup_steps=warmup,  # < 1: a ratio of the training steps
         bf16=config.precision == "bf16",
         fp16=config.precision == "fp16",
