@@ -56,8 +56,8 @@ class QuickstartConfig:
         # 60 x 4 reached 70.0/45.0, with 0.7x the training samples).
         # Prealign's steps bought no held-out accuracy (measured: colour 0%), so it keeps a short warm-up.
         # Prealign and pretrain hold their rate (no cosine to zero mid-recipe, then a re-warm): on a common
-        # 300-question held-out set, appearance 68.3 / temporal 47.4 over seeds 0-3, where cosine in
-        # every stage reached 59.6 / 49.2 over seeds 0-1.
+        # 300-question held-out set, appearance 66.7 / temporal 49.0 over five runs (seeds 0-3 on one thread,
+        # seed 0 on two), where cosine in every stage reached 59.6 / 49.2 over seeds 0-1 (README).
         "prealign": StageSettings(steps=12, batch_size=4, lr=4e-5, visual_lr=1e-3,  # SmolLM2 frozen (stage rule)
                                   lr_scheduler="constant_with_warmup"),
         # Captions name colour, shape, size and motion in ~8 tokens: the cheapest grounding signal per
