@@ -204,11 +204,12 @@ def test_every_appearance_question_is_asked_on_every_aspect(tmp_path):
     # 27 videos are one cycle of kind x aspect x appearance question; "order" scenes have no appearance question.
     root = tmp_path / "qa"
     synthesize(root, SynthConfig(seed=3, num_train=0, num_test=27))
+    questions = json.loads((root / QA_DIR / "test_q.json").read_text())
     answers = json.loads((root / QA_DIR / "test_a.json").read_text())
     asked = set()
-    for item in answers:
+    for question, item in zip(questions, answers, strict=True):
         if COARSE_TYPE[item["type"]] == "appearance":
-            video = find_video_file(root / QA_DIR / "videos", item["question_id"].rsplit("_", 1)[0])
+            video = find_video_file(root / QA_DIR / "videos", question["video_name"])
             height, width = read_video_frames(video).shape[1:3]
             asked.add((item["type"], "tall" if height > width else "wide" if width > height else "square"))
     assert asked == {(t, a) for t in ("colour", "shape", "size") for a in ("tall", "wide", "square")}
