@@ -59,10 +59,11 @@ class PhaseClock:
 
 # Seconds per training sample and per held-out question, measured on a 2-core CPU (AVX2, float32)
 # with the default settings (batch 4; pretrain and finetune with LoRA), in the README's fresh-clone run
-# (that shared machine runs up to ~25% slower at busy hours). BF16_SPEEDUP on AMX is an assumption (unmeasured).
-SECONDS_PER_SAMPLE = {"prealign": 0.42, "pretrain": 0.47, "finetune": 0.69}
-SECONDS_PER_QUESTION = 0.23
-FIXED_SECONDS = 41  # synthesis, loading, saving, judge
+# (584 s, at a busy hour of that shared machine: a quiet hour runs ~12% faster, so the forecast errs long).
+# BF16_SPEEDUP on AMX is an assumption (unmeasured).
+SECONDS_PER_SAMPLE = {"prealign": 0.40, "pretrain": 0.55, "finetune": 0.78}
+SECONDS_PER_QUESTION = 0.25
+FIXED_SECONDS = 55  # synthesis, loading, saving, judge
 BF16_SPEEDUP = 1.5
 
 
