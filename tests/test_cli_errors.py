@@ -73,8 +73,12 @@ def test_config_typo_is_one_line_and_debug_after_the_subcommand_shows_the_traceb
     assert_user_error(run_cli("train", "--config", tmp_path / "absent.yaml"), "absent.yaml")
 
 
-AS_FROM_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                      "from videopanda.cli import main; sys.exit(main(sys.argv[1:]))")
+# ``python -m videopanda`` started as a terminal starts it, Ctrl-C raising KeyboardInterrupt. Inherited, SIGINT
+# may be ignored: a non-interactive shell ignores it in its background jobs (``pytest &``), and Python then keeps
+# it ignored, so the child would judge every item and exit 1 (this test's one flake, reproduced under
+# ``trap '' INT``).
+AS_FROM_A_TERMINAL = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                      "runpy.run_module('videopanda', run_name='__main__', alter_sys=True)")
 
 
 def test_interrupted_judge_says_what_was_kept_and_exits_130(tmp_path, scripted_openai_server):
@@ -82,14 +86,10 @@ def test_interrupted_judge_says_what_was_kept_and_exits_130(tmp_path, scripted_o
     predictions.write_text("".join(json.dumps({"id": str(i), "question": "q?", "answer": "a", "pred": "a"}) + "\n"
                                    for i in range(3)))
     server = scripted_openai_server(lambda body, n: ("hang", 5))
-    # The child starts as a terminal starts it, Ctrl-C raising KeyboardInterrupt. Inherited, SIGINT may be
-    # ignored: a non-interactive shell ignores it in its background jobs (``pytest &``), and Python then
-    # keeps it ignored, so the child would judge every item and exit 1 (this test's one flake, reproduced
-    # under ``trap '' INT``).
     child = subprocess.Popen(
-        [sys.executable, "-c", AS_FROM_A_TERMINAL, "eval", "judge", str(predictions), "--backend", "openai", "--base-url",
-         server.base_url, "--workers", "1", "--timeout", "3", "--max-attempts", "1", "--benchmark-name", "B",
-         "--model-name", "M"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-c", AS_FROM_A_TERMINAL, "eval", "judge", str(predictions), "--backend", "openai",
+         "--base-url", server.base_url, "--workers", "1", "--timeout", "3", "--max-attempts", "1",
+         "--benchmark-name", "B", "--model-name", "M"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not server.requests and time.monotonic() < deadline:  # wait until a judge request is in flight
         time.sleep(0.2)
