@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,41 @@ def test_option_likelihood_task_picks_the_models_likeliest_option(replica_run, t
     assert accuracy == pytest.approx(np.mean([c == g for c, g in zip(chosen, gold, strict=True)]))
     if dtype == "float32":
         assert chosen == likeliest
+
+
+def _results_file(out: Path, results: dict) -> Path:
+    path = out / "model" / "20260101_000000_results.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(results))
+    return path
+
+
+def test_results_check_names_what_a_run_left_out(tmp_path):
+    from videopanda.lmms.run_check import LmmsRunError, check_results
+
+    with pytest.raises(LmmsRunError, match="wrote no results"):
+        check_results(tmp_path, ["a"])
+    _results_file(tmp_path, {"results": {"a": {"alias": "a", "acc,none": 50.0, "acc_stderr,none": "N/A"},
+                                         "b": {"alias": "b", "acc,none": None}},
+                             "n-samples": {"a": {"original": 2, "effective": 2}, "b": {"original": 0, "effective": 0}}})
+    assert check_results(tmp_path, ["a"])["results"]["a"]["acc,none"] == 50.0
+    with pytest.raises(LmmsRunError, match="no results for task c"):
+        check_results(tmp_path, ["a", "c"])
+    with pytest.raises(LmmsRunError, match="task b scored no documents; task b has no value for acc,none"):
+        check_results(tmp_path, ["b"])
+    with pytest.raises(LmmsRunError, match="wrote no results"):  # an older run's file is not this run's
+        check_results(tmp_path, ["a"], since=time.time() + 60)
+
+
+@pytest.mark.slow
+def test_eval_lmms_exits_non_zero_where_lmms_eval_exits_zero_after_a_failed_run(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "videopanda", "eval", "lmms", "--", "--model", "videopanda", "--model_args",
+         f"pretrained={tmp_path / 'no-model'}", "--tasks", "replica_videomme", "--output_path", str(tmp_path / "out")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
+                                              "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+        timeout=600, cwd=tmp_path,
+    )
+    assert "Error during evaluation" in run.stdout + run.stderr  # lmms-eval's own report of the failure ...
+    assert run.returncode == 1  # ... after which it exited 0: the wrapper only reads results when it did
+    assert "lmms-eval wrote no results under" in run.stderr.strip().splitlines()[-1]

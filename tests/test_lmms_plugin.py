@@ -76,7 +76,7 @@ def test_generate_until_honours_each_requests_until_and_max_new_tokens(lmm, tmp_
     assert full[1].text.startswith(second) and second != full[1].text
 
 
-def test_frame_lists_are_sampled_to_the_models_frame_count(lmm):
+def test_frame_lists_are_sampled_to_the_models_frame_count(lmm, tmp_path):
     """A list of 16 frames for an 8-frame model: the release's rule keeps linspace(0, 15, 8) of them."""
     from PIL import Image
 
@@ -92,6 +92,9 @@ def test_frame_lists_are_sampled_to_the_models_frame_count(lmm):
     few = request_visuals(list(frames[:5]), predictor)  # fewer than the model takes: all, padded to a whole chunk
     assert few.num_real_frames == 5 and few.pixel_values.shape[0] == 8
     assert torch.equal(few.pixel_values[:5], predictor.preprocess_video(frames[:5]).pixel_values[:5])
+    for i, frame in enumerate(frames):  # a frame folder (lmms-eval 0.7.3's MVBench episodic_reasoning), unpadded names
+        Image.fromarray(frame).save(tmp_path / f"frame_{i}.png")
+    assert torch.equal(request_visuals([str(tmp_path)], predictor).pixel_values, as_images.pixel_values)
     image = request_visuals([Image.fromarray(frames[3])], predictor)  # one image: an image input
     assert image.pixel_values.shape[0] == 1 and torch.equal(image.pixel_values,
                                                             predictor.preprocess_image(frames[3]).pixel_values)
