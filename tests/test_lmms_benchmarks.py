@@ -187,6 +187,14 @@ def _results_file(out: Path, results: dict) -> Path:
     return path
 
 
+def test_eval_lmms_needs_the_options_that_tell_a_failed_run(capsys):
+    from videopanda.cli import main
+
+    assert main(["eval", "lmms", "--", "--model", "videopanda", "--tasks", "videomme"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs --tasks and --output_path" in err[0]
+
+
 def test_results_check_names_what_a_run_left_out(tmp_path):
     from videopanda.lmms.run_check import LmmsRunError, check_results
 
