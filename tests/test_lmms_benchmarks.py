@@ -169,6 +169,8 @@ def test_option_likelihood_task_picks_the_models_likeliest_option(replica_run, t
                 loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels,
                              pixel_values=prompt.pixel_values.to(model.dtype), chunk_lengths=prompt.chunk_lengths).loss
             logprobs.append(-loss.item())
+        reported = [float(loss) for loss, _ in sample["filtered_resps"]]  # what the plugin handed lmms-eval
+        assert reported == pytest.approx([-lp for lp in logprobs], rel=tolerance)  # mean NLL: lower is likelier
         pick = sample["score"]["pred"]
         assert max(logprobs) - logprobs[pick] <= tolerance, (pick, logprobs)  # the argmax, up to rounding ties
         chosen.append(pick)
