@@ -4,12 +4,12 @@ lmms-eval's video models (``llava_vid``, ``llava_onevision``, ``llava``, ``longv
 ``(loss, is_greedy)``: ``loss`` is the model's cross-entropy over the assistant's turn holding the
 continuation (its tokens and the template's end-of-turn marker), averaged over those tokens, so LOWER
 is more likely; the ``multiple_choice`` tasks and the ``mcppl`` tasks' ``process_results`` pick the
-option of smallest value. The continuation's leading space (the task's ``target_delimiter``) is dropped:
-the template puts its own between the role and the reply. Here the turn is encoded by the processor's training encoding
-(``encode_conversation``: labels on exactly the reply and its end-of-turn marker), so the loss is the
-one training minimises on that answer.
+option of smallest value. The continuation's leading space (the task's ``target_delimiter``) is
+dropped: the template puts its own between the role and the reply. The turn is encoded by the
+processor's training encoding (``encode_conversation``: labels on exactly the reply and its end-of-turn
+marker), so the loss is the one training minimises on that answer.
 
-Shapes: ``B`` options of one prompt, ``L`` tokens (right-padded), ``V`` vocabulary.
+Shapes: ``B`` rows (the options of one document), ``L`` tokens (right-padded), ``V`` vocabulary.
 """
 
 from __future__ import annotations

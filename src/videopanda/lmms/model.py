@@ -111,7 +111,7 @@ class VideoPandaLMM(lmms):
                 chunk = indices[start : start + self.batch_size]
                 contexts = [requests[i].args[0] for i in chunk]
                 targets = [requests[i].args[1] for i in chunk]
-                continuations = [t if isinstance(t, str) else t(doc) for t in targets]
+                continuations = [t if isinstance(t, str) else str(t(doc)) for t in targets]
                 for i, scored in zip(chunk, answer_losses(self.predictor, visuals, contexts, continuations),
                                      strict=True):
                     results[i] = _as_evaluator_reads(scored)
