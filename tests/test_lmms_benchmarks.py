@@ -38,6 +38,8 @@ REPLICAS = {
     "replica_tempcompass_multi_choice": ("tempcompass/tempcompass_mc.yaml", "test", ""),
     "replica_egoschema_subset_mcppl": ("egoschema/egoschema_subset_mcppl.yaml", "test", ""),
 }
+TASKS_ASKED = ["replica_videomme", "replica_mvbench", "replica_tempcompass_multi_choice",
+               "replica_egoschema_subset_mcppl"]
 UTILS = "from lmms_eval.tasks.mvbench.utils import mvbench_frames_doc_to_visual  # noqa: F401\n"
 
 
@@ -90,6 +92,8 @@ def _docs(hf: Path) -> dict[str, list[dict]]:
 def _tasks_dir(out: Path, docs: dict[str, list[dict]]) -> Path:
     (out / "docs").mkdir(parents=True)
     (out / "utils.py").write_text(UTILS)
+    (out / "replica_mvbench.yaml").write_text(  # a group, as lmms-eval's `mvbench` is one
+        "group: replica_mvbench\ntask:\n  - replica_mvbench_action_antonym\n  - replica_mvbench_episodic_reasoning\n")
     for name, (stock, split, extra) in REPLICAS.items():
         write_jsonl(out / "docs" / f"{name}.jsonl", docs[name])
         (out / f"{name}.yaml").write_text(
@@ -112,7 +116,7 @@ def replica_run(tmp_path_factory, tiny_videopanda_dir, precision):
            "PYTHONPATH": os.pathsep.join(sys.path)}
     run = subprocess.run(
         [sys.executable, "-m", "videopanda", "eval", "lmms", "--", "--model", "videopanda", "--model_args",
-         f"pretrained={tiny_videopanda_dir},dtype={precision},max_new_tokens=8", "--tasks", ",".join(REPLICAS),
+         f"pretrained={tiny_videopanda_dir},dtype={precision},max_new_tokens=8", "--tasks", ",".join(TASKS_ASKED),
          "--include_path", str(tasks), "--batch_size", "2", "--output_path", str(root / "out"), "--log_samples"],
         capture_output=True, text=True, env=env, timeout=900, cwd=root,
     )
@@ -210,6 +214,11 @@ def test_results_check_names_what_a_run_left_out(tmp_path):
         check_results(tmp_path, ["a", "c"])
     with pytest.raises(LmmsRunError, match="task b scored no documents; task b has no value for acc,none"):
         check_results(tmp_path, ["b"])
+    (tmp_path / "model").joinpath("20260101_000001_results.json").write_text(json.dumps({
+        "results": {"a": {"acc,none": 1.0}}, "n-samples": {"a": {"effective": 1}},
+        "group_subtasks": {"g": ["a", "c"], "a": [], "c": []}}))
+    with pytest.raises(LmmsRunError, match="no results for task c"):  # a group stands for its subtasks
+        check_results(tmp_path, ["g"])
     with pytest.raises(LmmsRunError, match="wrote no results"):  # an older run's file is not this run's
         check_results(tmp_path, ["a"], since=time.time() + 60)
 

@@ -4,8 +4,8 @@ lmms-eval 0.7 catches any error of an evaluation (a model that does not load, a 
 that crashes, a missing video), logs "Error during evaluation" and exits 0. This runs
 ``python -m lmms_eval ARGS`` unchanged and then reads what the run wrote: the run
 failed unless a ``*_results.json`` newer than the start is under ``--output_path``
-and it holds every task of ``--tasks`` with at least one scored document and no
-metric left without a value. Needs no lmms-eval import itself (its CLI is a subprocess).
+and it holds every task of ``--tasks`` (a group: each of its subtasks) with at least
+one scored document and no metric left without a value. Needs no lmms-eval import itself (its CLI is a subprocess).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def check_results(output_path: Path, tasks: Sequence[str], since: float = 0.0) -
     written = [p for p in output_path.rglob("*_results.json") if p.stat().st_mtime >= since]
     if not written:
         raise LmmsRunError(f"lmms-eval wrote no results under {output_path}: its run failed (its log above says why)")
-    path = max(written, key=lambda p: p.stat().st_mtime)
+    path = max(written, key=lambda p: (p.stat().st_mtime, p.name))  # lmms-eval names them by date
     results = json.loads(path.read_text())
     problems = _problems(results, tasks)
     if problems:
@@ -65,7 +65,7 @@ def _problems(results: dict[str, Any], tasks: Sequence[str]) -> list[str]:
     scored = {**results.get("results", {}), **results.get("groups", {})}
     samples = results.get("n-samples", {})
     problems = []
-    for task in tasks:
+    for task in _leaf_tasks(tasks, results.get("group_subtasks", {})):
         if task not in scored:
             problems.append(f"no results for task {task}")
             continue
@@ -75,6 +75,14 @@ def _problems(results: dict[str, Any], tasks: Sequence[str]) -> list[str]:
         if empty:
             problems.append(f"task {task} has no value for {', '.join(empty)}")
     return problems
+
+
+def _leaf_tasks(names: Sequence[str], group_subtasks: dict[str, list[str]]) -> list[str]:
+    """The tasks a run was asked for, a group (``mvbench``) standing for its subtasks."""
+    leaves: list[str] = []
+    for name in names:
+        leaves += _leaf_tasks(group_subtasks[name], group_subtasks) if group_subtasks.get(name) else [name]
+    return leaves
 
 
 def _no_value(value: Any) -> bool:
