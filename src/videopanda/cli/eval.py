@@ -1,4 +1,4 @@
-"""`videopanda eval run | merge | judge | report | five-criteria`: zero-shot video QA evaluation."""
+"""`videopanda eval run | merge | judge | report | five-criteria | lmms-tasks | lmms`: zero-shot video QA evaluation."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_report(sub)
     _add_five_criteria(sub)
     _add_lmms_tasks(sub)
+    _add_lmms_run(sub)
 
 
 # ----------------------------------------------------------------------------- run / merge
@@ -378,4 +379,27 @@ def lmms_tasks_command(args: argparse.Namespace) -> int:
     tasks = write_tasks_dir(args.data_root, out, judge, args.benchmark)
     logger.info("tasks %s: lmms-eval --include_path %s --tasks %s", ", ".join(tasks), out, ",".join(tasks))
     print(out)
+    return 0
+
+
+def _add_lmms_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lmms", help="run lmms-eval's CLI (`videopanda eval lmms -- ARGS`) and exit non-zero when "
+                       "its run failed", description="Runs `python -m lmms_eval ARGS` and checks what it wrote: "
+                       "lmms-eval itself exits 0 after a failed evaluation. The run failed unless a results file "
+                       "newer than the start is under --output_path with every task of --tasks scored.")
+    p.add_argument("lmms_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                   help="lmms-eval's own arguments, after `--`; --tasks and --output_path are required")
+    p.set_defaults(func=lmms_run_command)
+
+
+def lmms_run_command(args: argparse.Namespace) -> int:
+    from videopanda.lmms.run_check import LmmsRunError, run_lmms_eval
+
+    lmms_args = args.lmms_args[1:] if args.lmms_args[:1] == ["--"] else args.lmms_args
+    try:
+        results = run_lmms_eval(lmms_args)
+    except LmmsRunError as err:
+        logger.error("%s", err)
+        return 1
+    logger.info("lmms-eval scored %s", ", ".join(sorted(results.get("results", {}))))
     return 0

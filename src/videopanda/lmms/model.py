@@ -2,9 +2,12 @@
 
 Answers come from ``eval.predict.VideoPandaPredictor`` (the one inference path of
 ``eval run``: same preprocessing, prompt template, precision policy, greedy decoding),
-batched ``batch_size`` at a time. A request's visuals are video file paths
-(lmms-eval's video tasks) or PIL images; ``loglikelihood`` is the sum of the
-continuation's token log-probabilities after the visual prompt (the assistant's turn).
+batched ``batch_size`` at a time, each request with its own ``until`` stops and
+``max_new_tokens``. A request's visuals are a video file path, a list of frames or an
+image (``visuals.request_visuals``). ``loglikelihood`` returns what lmms-eval's own
+video models return, ``(mean negative log-likelihood of the reply, is_greedy)``, lower
+is likelier (``likelihood.answer_losses``), the options of one document scored
+together on the document's video decoded once.
 """
 
 from __future__ import annotations
@@ -13,16 +16,16 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-import torch
+from lmms_eval.api import instance as lmms_instance
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
-from videopanda.data.collator import VideoPandaCollator
 from videopanda.data.conversation import Turn
-from videopanda.data.processing_videopanda import EncodedSample
-from videopanda.data.transform import VisualInputs, preprocess_frames
+from videopanda.data.transform import VisualInputs
+from videopanda.eval.generation import GenerationRequest
 from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+from videopanda.lmms.likelihood import answer_losses
+from videopanda.lmms.visuals import request_visuals
 
 logger = logging.getLogger(__name__)
 
@@ -47,32 +50,22 @@ class VideoPandaLMM(lmms):
     def batch_size(self) -> int:
         return self.predictor.batch_size
 
-    def _visuals(self, visuals: Sequence[Any]) -> VisualInputs | None:
-        """A request's visuals: one video file path, or images (each a frame), or none."""
-        flat = [v for item in visuals for v in (item if isinstance(item, list | tuple) else [item])]
-        if not flat:
-            return None
-        if len(flat) == 1 and isinstance(flat[0], str):
-            return self.predictor.load_video(flat[0])
-        if all(hasattr(v, "convert") for v in flat):  # PIL images
-            cfg = self.predictor.model.config
-            frames = np.stack([np.asarray(v.convert("RGB").resize(flat[0].size)) for v in flat])  # (T, H, W, 3)
-            return preprocess_frames(frames, image_size=cfg.image_size, teacher_image_size=cfg.teacher_image_size,
-                                     patch_size=cfg.patch_size, num_frames=cfg.num_frames, with_teacher=False)
-        raise ValueError(f"videopanda takes one video file or a list of images per request, got {flat!r:.200}")
+    def _visuals(self, visuals: Sequence[Any] | None) -> VisualInputs | None:
+        return request_visuals(visuals, self.predictor)
 
     def _doc_visuals(self, doc_to_visual, doc_id, task, split) -> VisualInputs | None:
         return self._visuals(doc_to_visual(self.task_dict[task][split][doc_id]))
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        """Greedy answers, ``batch_size`` requests per generation; ``until`` is the template's end of turn."""
+        """Greedy answers, ``batch_size`` requests per generation, each cut at its own ``until`` and
+        ``max_new_tokens`` (and at the template's end of turn)."""
         answers: list[str] = []
         args = [r.args for r in requests]
         for start in range(0, len(args), self.batch_size):
-            batch = args[start : start + self.batch_size]
-            visuals = [self._doc_visuals(to_visual, doc_id, task, split) for _, _, to_visual, doc_id, task, split in batch]
-            answers += self.predictor.answer(visuals, [a[0] for a in batch],
-                                             max_new_tokens=_max_new_tokens(batch[0][1], self.predictor))
+            batch = [GenerationRequest(context, self._doc_visuals(to_visual, doc_id, task, split),
+                                       max_new_tokens=_max_new_tokens(kwargs, self.predictor), stop=_until(kwargs))
+                     for context, kwargs, to_visual, doc_id, task, split in args[start : start + self.batch_size]]
+            answers += [result.text for result in self.predictor.generate(batch)]
         return answers
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[tuple[str, ...]]:
@@ -81,9 +74,10 @@ class VideoPandaLMM(lmms):
         for context, gen_kwargs, to_visual, to_text, doc_id, task, split in (r.args for r in requests):
             doc = self.task_dict[task][split][doc_id]
             visuals, history, replies, info = self._visuals(to_visual(doc)), [], [], None
-            limit = _max_new_tokens(gen_kwargs, self.predictor)
+            limit, stop = _max_new_tokens(gen_kwargs, self.predictor), _until(gen_kwargs)
             for round_idx in range(1, 1_000):
-                reply = self.predictor.answer([visuals], [context], [history], max_new_tokens=limit)[0]
+                request = GenerationRequest(context, visuals, list(history), max_new_tokens=limit, stop=stop)
+                reply = self.predictor.generate([request])[0].text
                 replies.append(reply)
                 history += [Turn("user", context), Turn("assistant", reply)]
                 next_visuals, context, done, _, info = to_text(doc, previous_output=replies, round_idx=round_idx,
@@ -95,31 +89,32 @@ class VideoPandaLMM(lmms):
             results.append(tuple(replies))
         return results
 
-    @torch.no_grad()
-    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        """(sum of log p(continuation tokens | visual prompt), whether greedy decoding would produce them)."""
-        processor, model = self.predictor.processor, self.predictor.model
-        results = []
-        for context, target, to_visual, doc_id, task, split in (r.args for r in requests):
+    def loglikelihood(self, requests: list[Instance]) -> list[Any]:
+        """``(loss, is_greedy)`` per request as lmms-eval's video models return it (``likelihood``): the mean
+        negative log-likelihood of the continuation as the assistant's reply; lower is likelier.
+
+        The requests of one document (its options) share one decoding of its video and are scored
+        ``batch_size`` rows per forward pass.
+        """
+        by_doc: dict[tuple, list[int]] = {}
+        for index, request in enumerate(requests):
+            if len(request.args) != 6:
+                raise ValueError("videopanda scores (context, continuation, doc_to_visual, doc_id, task, split) "
+                                 f"requests; got {len(request.args)} arguments (acc_mutual_info is not supported)")
+            _, _, _, doc_id, task, split = request.args
+            by_doc.setdefault((task, split, doc_id), []).append(index)
+        results: list[Any] = [None] * len(requests)
+        for (task, split, doc_id), indices in by_doc.items():
             doc = self.task_dict[task][split][doc_id]
-            continuation = target if isinstance(target, str) else target(doc)
-            prompt = processor.encode_prompt([Turn("user", context)], self._visuals(to_visual(doc)))
-            cont_ids = torch.tensor(processor.tokenizer.encode(continuation, add_special_tokens=False))  # (C,)
-            if not len(cont_ids):
-                results.append((0.0, True))
-                continue
-            sample = EncodedSample(torch.cat([prompt.input_ids, cont_ids]), None, prompt.pixel_values,
-                                   prompt.chunk_lengths)
-            batch = VideoPandaCollator(processor.tokenizer.pad_token_id, padding_side="left")([sample])
-            inputs = {k: v.to(model.device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
-                                                                             "chunk_lengths")}
-            if "pixel_values" in batch:
-                inputs["pixel_values"] = batch["pixel_values"].to(model.device, model.dtype)
-            logits = model(**inputs).logits[0, len(prompt.input_ids) - 1 : -1].float()  # (C, V)
-            log_probs = torch.log_softmax(logits, dim=-1)
-            cont_ids = cont_ids.to(log_probs.device)
-            total = log_probs.gather(1, cont_ids[:, None]).sum().item()
-            results.append((total, bool((log_probs.argmax(-1) == cont_ids).all())))
+            visuals = self._visuals(requests[indices[0]].args[2](doc))
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                contexts = [requests[i].args[0] for i in chunk]
+                targets = [requests[i].args[1] for i in chunk]
+                continuations = [t if isinstance(t, str) else str(t(doc)) for t in targets]
+                for i, scored in zip(chunk, answer_losses(self.predictor, visuals, contexts, continuations),
+                                     strict=True):
+                    results[i] = _as_evaluator_reads(scored)
         return results
 
 
@@ -128,3 +123,30 @@ def _max_new_tokens(gen_kwargs: dict[str, Any], predictor: VideoPandaPredictor) 
     if gen_kwargs.get("do_sample") or float(gen_kwargs.get("temperature") or 0) > 0:
         logger.warning("videopanda decodes greedily; ignoring do_sample/temperature %s", gen_kwargs)
     return int(gen_kwargs.get("max_new_tokens") or predictor.config.max_new_tokens)
+
+
+def _until(gen_kwargs: dict[str, Any]) -> list[str]:
+    """The task's stop strings (``until``: a string or a list of them)."""
+    until = gen_kwargs.get("until") or []
+    if isinstance(until, str):
+        until = [until]
+    if not isinstance(until, list | tuple) or not all(isinstance(u, str) for u in until):
+        raise ValueError(f"generation_kwargs until must be a string or a list of strings, got {until!r}")
+    return [u for u in until if u]
+
+
+def _evaluator_passes_pairs() -> bool:
+    """Whether lmms-eval's evaluator keeps a model's ``(float, bool)`` as it is. lmms-eval 0.7.3 sends every
+    output through ``unwrap_generation_output``, which turns the pair into its ``str`` (its own
+    ``multiple_choice`` scoring then fails: "too many values to unpack") but hands a ``GenerationResult``'s
+    ``text`` over untouched."""
+    unwrap = getattr(lmms_instance, "unwrap_generation_output", None)
+    return unwrap is None or unwrap((0.5, True))[0] == (0.5, True)
+
+
+_WRAP_PAIRS = not _evaluator_passes_pairs()
+
+
+def _as_evaluator_reads(scored: tuple[float, bool]) -> Any:
+    """The pair as the installed evaluator reads it back: itself, or inside a ``GenerationResult``."""
+    return lmms_instance.GenerationResult(text=scored) if _WRAP_PAIRS else scored
