@@ -111,6 +111,11 @@ def shard_files(output_dir: str | Path, num_shards: int, shard_id: int) -> tuple
     return out / f"{num_shards}_{shard_id}.json", out / f"missing_{num_shards}_{shard_id}.jsonl"
 
 
+def shard_lock_name(num_shards: int, shard_id: int) -> str:
+    """The lock of one shard's writer (``files.OutputLock``): the shards of a run share its directory."""
+    return f"videopanda-shard-{num_shards}_{shard_id}"
+
+
 def run_shard(
     questions: Sequence[QAQuestion], video_dir: str | Path, predictor: Predictor, output_dir: str | Path,
     num_shards: int = 1, shard_id: int = 0,
