@@ -88,7 +88,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for arg in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error says what is wrong
+            return _coerce(options[0], value, key)
+        for arg in options:
             try:
                 return _coerce(arg, value, key)
             except ConfigError:

@@ -134,6 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
 
 
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer of at least 1 (a count of things to do)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def one_line(err: BaseException) -> str:
     """The error's message on one line, with its type where the message alone would not say what failed."""
     text = " ".join(str(err).split()) or type(err).__name__

@@ -8,6 +8,7 @@ import logging
 import os
 from pathlib import Path
 
+from videopanda.cli import positive_int
 from videopanda.runtime import DTYPE_CHOICES
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def _add_qa_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--questions", type=Path, help="test_q.json (instead of --benchmark)")
     p.add_argument("--answers", type=Path, help="test_a.json (instead of --benchmark)")
     p.add_argument("--video-dir", type=Path, help="video directory (instead of --benchmark)")
-    p.add_argument("--max-samples", type=int, help="only the first N questions (a quick check)")
+    p.add_argument("--max-samples", type=positive_int, metavar="N", help="only the first N questions (a quick check)")
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +44,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_dir", type=Path, nargs="?", help="a trained Video-Panda model directory (or --endpoint)")
     _add_qa_source(p)
     p.add_argument("--output-dir", type=Path, help="default: <benchmark dir>/<model dir or endpoint model name>")
-    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--num-shards", type=positive_int, default=1)
     p.add_argument("--shard-id", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=1024)
@@ -67,16 +68,16 @@ def _add_endpoint(p: argparse.ArgumentParser) -> None:
                    "reads from its own disk; frames: the release's sampled frames as image_url parts")
     g.add_argument("--endpoint-frames", type=int, default=8, help="frames sent with --endpoint-video-as frames")
     g.add_argument("--api-key", help="default: $OPENAI_API_KEY ('EMPTY' for local servers)")
-    g.add_argument("--workers", type=int, default=8, help="concurrent requests")
+    g.add_argument("--workers", type=positive_int, default=8, help="concurrent requests")
     g.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
-    g.add_argument("--max-attempts", type=int, default=6, help="HTTP attempts per request (429/5xx/timeouts)")
+    g.add_argument("--max-attempts", type=positive_int, default=6, help="HTTP attempts per request (429/5xx/timeouts)")
 
 
 def _add_merge(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("merge", help="merge shard files into merge.jsonl and missing.jsonl")
     _add_qa_source(p)
     p.add_argument("--output-dir", type=Path, required=True)
-    p.add_argument("--num-shards", type=int, required=True)
+    p.add_argument("--num-shards", type=positive_int, required=True)
     p.set_defaults(func=merge_command)
 
 
@@ -102,37 +103,56 @@ def _questions(args: argparse.Namespace):
     return questions[: args.max_samples] if args.max_samples else questions, video_dir
 
 
-def _run_predictor(args: argparse.Namespace):
-    """(predictor, its run settings, default output directory name) for MODEL_DIR or --endpoint."""
+def _run_output_dir(args: argparse.Namespace, video_dir: Path) -> Path:
+    """``--output-dir``, else beside the videos, named after MODEL_DIR or the served model."""
     if (args.model_dir is None) == (args.endpoint is None):
         raise SystemExit("give a MODEL_DIR or --endpoint URL --endpoint-model NAME (one of them)")
+    if args.endpoint is not None and not args.endpoint_model:
+        raise SystemExit("--endpoint needs --endpoint-model NAME (the served model's id)")
+    if args.output_dir is not None:
+        return args.output_dir
+    if args.endpoint is None:
+        return Path(video_dir).parent / Path(os.path.abspath(args.model_dir)).name
+    from videopanda.paths import id_file_stem
+
+    return Path(video_dir).parent / id_file_stem(args.endpoint_model.replace("/", "--"))
+
+
+def _run_predictor(args: argparse.Namespace):
+    """(predictor, its run settings) for MODEL_DIR or --endpoint."""
     if args.endpoint is not None:
         from videopanda.eval.endpoint import EndpointConfig, EndpointPredictor
 
-        if not args.endpoint_model:
-            raise SystemExit("--endpoint needs --endpoint-model NAME (the served model's id)")
         config = EndpointConfig(
             args.endpoint, args.endpoint_model, args.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
             args.endpoint_video_as, args.endpoint_frames, args.max_new_tokens, args.workers, args.timeout,
             args.max_attempts,
         )
         predictor = EndpointPredictor(config)
-        settings = {**predictor.settings(), "benchmark": _benchmark_name(args)}
-        return predictor, settings, args.endpoint_model.replace("/", "--")
+        return predictor, {**predictor.settings(), "benchmark": _benchmark_name(args)}
     from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
     from videopanda.eval.run import model_run_settings
 
     config = GenerationConfig(args.max_new_tokens, args.template, args.batch_size, num_frames=args.num_frames)
     predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device, args.dtype)
-    return predictor, model_run_settings(args.model_dir, predictor, _benchmark_name(args)), args.model_dir.name
+    return predictor, model_run_settings(args.model_dir, predictor, _benchmark_name(args))
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from videopanda.eval.run import merge_shards, record_run_settings, run_shard
+    from videopanda.eval.run import shard_lock_name
+    from videopanda.files import OutputLock
 
     questions, video_dir = _questions(args)
-    predictor, settings, name = _run_predictor(args)
-    output_dir = args.output_dir or Path(video_dir).parent / name
+    output_dir = _run_output_dir(args, video_dir)
+    # Shards of one run share the directory, each its own files: one writer per shard, taken before the model loads.
+    with OutputLock(output_dir, "eval run", shard_lock_name(args.num_shards, args.shard_id)):
+        return _answer(args, questions, video_dir, output_dir)
+
+
+def _answer(args: argparse.Namespace, questions, video_dir: Path, output_dir: Path) -> int:
+    from videopanda.eval.run import merge_shards, record_run_settings, run_shard
+
+    predictor, settings = _run_predictor(args)
     record_run_settings(output_dir, settings)
     summary = run_shard(questions, video_dir, predictor, output_dir, args.num_shards, args.shard_id)
     logger.info("shard %d/%d: %s", args.shard_id, args.num_shards, summary)
@@ -173,9 +193,9 @@ def _add_judge_backend(p: argparse.ArgumentParser) -> None:
                    "local: a chat model directory or 'smollm2' (default)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else api.openai.com)")
     p.add_argument("--api-key", help="default: $OPENAI_API_KEY ('EMPTY' for local servers)")
-    p.add_argument("--workers", type=int, default=8, help="concurrent judge requests")
+    p.add_argument("--workers", type=positive_int, default=8, help="concurrent judge requests")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per judge request")
-    p.add_argument("--max-attempts", type=int, default=6, help="HTTP attempts per request (429/5xx/timeouts)")
+    p.add_argument("--max-attempts", type=positive_int, default=6, help="HTTP attempts per request (429/5xx/timeouts)")
     p.add_argument("--seed", type=int, default=0, help="sent to endpoints that support it")
     p.add_argument("--cache", type=Path, help="judge cache (default: OUTPUT_DIR/judge_cache.jsonl)")
 
@@ -225,6 +245,7 @@ def build_judge(args: argparse.Namespace):
 def judge_command(args: argparse.Namespace) -> int:
     from videopanda.eval.judge.prompts import get_prompt
     from videopanda.eval.judge.runner import FAILURES_FILE, load_predictions, run_judge
+    from videopanda.files import OutputLock
 
     prompt = get_prompt(args.prompt)
     items = load_predictions(args.predictions)
@@ -232,8 +253,9 @@ def judge_command(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or args.predictions.parent / f"judge_{args.backend}"
     meta = {**_run_names(args), "predictions": str(args.predictions)}
     workers = 1 if args.backend == "local" else args.workers
-    results = run_judge(items, output_dir, build_judge(args), prompt, args.cache, workers, meta, unanswered,
-                        args.resume_from, args.release_json)
+    with OutputLock(output_dir, "eval judge"):
+        results = run_judge(items, output_dir, build_judge(args), prompt, args.cache, workers, meta, unanswered,
+                            args.resume_from, args.release_json)
     shown = ("accuracy", "accuracy_all", "mean_score", "judged", "failures", "answered", "questions",
              "accuracy_benchmark", "accuracy_all_benchmark")
     print(json.dumps({k: results[k] for k in shown}))
@@ -313,14 +335,22 @@ def _add_five_criteria(sub: argparse._SubParsersAction) -> None:
 
 def five_criteria_command(args: argparse.Namespace) -> int:
     from videopanda.eval import five_criteria as fc
+    from videopanda.files import OutputLock
+
+    if not args.data_dir.is_dir():
+        raise FileNotFoundError(f"--data-dir {args.data_dir} not found: give the directory holding "
+                                f"{', '.join(fc.qa_file('', s).name for s in fc.QA_SETS)} and videos/")
+    with OutputLock(args.output_dir, "eval five-criteria"):
+        return _five_criteria(args)
+
+
+def _five_criteria(args: argparse.Namespace) -> int:
+    from videopanda.eval import five_criteria as fc
     from videopanda.eval.jsonl import read_jsonl
     from videopanda.eval.judge.prompts import get_prompt
     from videopanda.eval.judge.runner import run_judge
     from videopanda.eval.run import MERGE_FILE, merge_shards, run_shard
 
-    if not args.data_dir.is_dir():
-        raise FileNotFoundError(f"--data-dir {args.data_dir} not found: give the directory holding "
-                                f"{', '.join(fc.qa_file('', s).name for s in fc.QA_SETS)} and videos/")
     if args.model_dir is not None:
         from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
 

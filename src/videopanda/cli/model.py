@@ -58,14 +58,13 @@ def from_release(release: Path, out: Path, dtype: torch.dtype | None) -> int:
 
 
 def to_release(model_dir: Path, out: Path, teacher_file: Path | None, dtype: torch.dtype | None) -> int:
-    from safetensors.torch import load_file
-
     from videopanda.model.llm import load_tokenizer
     from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
     from videopanda.model.release import export_release_checkpoint
+    from videopanda.model.weights import load_weight_file
 
     model = VideoPandaForCausalLM.from_pretrained(model_dir, dtype=dtype or "auto")
-    teacher = load_file(str(teacher_file)) if teacher_file else None
+    teacher = load_weight_file(teacher_file) if teacher_file else None
     export_release_checkpoint(model, out, teacher=teacher, tokenizer=load_tokenizer(model_dir))
     logger.info("wrote %s in the release layout", out)
     return 0

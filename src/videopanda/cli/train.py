@@ -11,6 +11,9 @@ Under several processes, launch it with ``torchrun`` (see ``scripts/*.sh``).
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,17 +34,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from videopanda.train.config import load_train_config
-    from videopanda.train.run import run_stages, train_stage
+    from videopanda.train.run import check_stage_config, stage_chain, train_stage
 
     overrides = list(args.overrides) + (["merge_lora=true"] if args.merge else [])
     if args.config:
-        output = train_stage(load_train_config(args.config, overrides, args.data_root))
-    else:
+        configs = [check_stage_config(load_train_config(args.config, overrides, args.data_root))]
+    else:  # every stage's config is loaded and checked before the first one trains
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-        output = run_stages(stages, args.config_dir, overrides, args.data_root)
+        configs = stage_chain(stages, args.config_dir, overrides, args.data_root)
+    with _output_locks(configs):
+        for config in configs:
+            output = train_stage(config)
     if _is_main_process():
         print(output)
     return 0
+
+
+@contextmanager
+def _output_locks(configs: list) -> Iterator[None]:
+    """One ``train`` per output directory, locked before any model loads. Under torchrun only rank 0 (``RANK``,
+    which the launcher sets for each process) takes the locks: the other ranks are the same run."""
+    from videopanda.files import OutputLock
+
+    with ExitStack() as held:
+        if int(os.environ.get("RANK", "0")) == 0:
+            for config in configs:
+                held.enter_context(OutputLock(config.output_dir, "train"))
+        yield
 
 
 def _is_main_process() -> bool:

@@ -34,6 +34,7 @@ from videopanda.data.conversation import ConversationError, Turn, turns_from_ann
 from videopanda.data.decode import VideoDecodeError, read_image, read_video_frames
 from videopanda.data.processing_videopanda import EncodedSample, SampleTooLongError, VideoPandaProcessor
 from videopanda.data.transform import VisualInputs, preprocess_frames
+from videopanda.paths import check_media_name
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ def parse_item(item: Any, video_root: Path, image_root: Path) -> ParsedItem:
     for key in ("video", "image"):
         if key in item and (not isinstance(item[key], str) or not item[key]):
             raise AnnotationError(f"{key!r} must be a non-empty path string, got {item[key]!r}")
+        if key in item and (problem := check_media_name(item[key])):
+            raise AnnotationError(f"{key!r} {item[key]!r} {problem}: media paths are relative to the media root")
     return ParsedItem(
         turns=turns_from_annotation(item.get("conversations")),
         media=item.get("video", item.get("image")),

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from videopanda.data.sampling import sample_frame_indices
+from videopanda.paths import media_path
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +56,12 @@ class VideoInfo:
 
 def find_video_file(video_dir: str | Path, name: str) -> Path | None:
     """The one lookup rule for benchmark videos: ``<name>.<ext>`` (mp4 avi mov mkv webm gif),
-    also with ActivityNet's ``v_`` prefix; ``name`` may already carry its extension."""
+    also with ActivityNet's ``v_`` prefix; ``name`` may already carry its extension. A name that
+    leaves ``video_dir`` (absolute, ``..``) is a ``ValueError``."""
     video_dir = Path(video_dir)
-    if Path(name).suffix.lower() in VIDEO_EXTENSIONS and (video_dir / name).is_file():
-        return video_dir / name
+    named = media_path(video_dir, name)
+    if named.suffix.lower() in VIDEO_EXTENSIONS and named.is_file():
+        return named
     for stem in (name, f"v_{name}"):
         for ext in VIDEO_EXTENSIONS:
             if (candidate := video_dir / f"{stem}{ext}").is_file():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from videopanda.eval.judge.base import QAItem
 from videopanda.eval.run import QAQuestion
+from videopanda.paths import check_media_name
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ def load_questions(path: str | Path) -> list[QAQuestion]:
     for record in records:
         try:
             name = str(record["video_name"])
+            if problem := check_media_name(name):
+                raise ValueError(f"{path}: video_name {name!r} {problem}; video names are file names in videos/")
             item_id = f"{name}_{seen[name]}"
             seen[name] += 1
             if "Q1" in record:

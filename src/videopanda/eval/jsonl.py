@@ -10,11 +10,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from videopanda.files import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """All complete records of ``path`` ([] if absent); a torn final line (a crash mid-write) is skipped."""
+    """All complete records of ``path`` ([] if absent); a torn final line (a crash mid-write) is skipped.
+
+    Every line must be a JSON object: anything else is a ``ValueError`` naming ``path:line``."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -24,22 +28,22 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as err:
             if number == len(lines):
                 logger.warning("%s: ignoring a torn last line (%s)", path, err)
                 continue
             raise ValueError(f"{path}:{number}: not a JSON line ({err})") from err
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object {{...}}, got {type(record).__name__} "
+                             f"{line.strip()[:60]}")
+        records.append(record)
     return records
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write ``records`` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``records`` atomically (temp file + rename; a failed write leaves the old file and no temp file)."""
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 class JsonlAppender:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from tqdm import tqdm
 
 from videopanda.data.decode import VideoDecodeError, find_video_file
 from videopanda.eval.jsonl import JsonlAppender, read_jsonl, write_jsonl
+from videopanda.files import atomic_write_text
+from videopanda.paths import check_media_name
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +72,15 @@ class ShardSummary:
 
 
 def load_qa_pairs(questions_path: str | Path, answers_path: str | Path) -> list[QAQuestion]:
-    """``test_q.json`` + ``test_a.json`` joined on ``question_id``, in question order."""
+    """``test_q.json`` + ``test_a.json`` joined on ``question_id``, in question order; each id once in each file,
+    each ``video_name`` a path below the video directory."""
     questions, answers = _load_list(questions_path), _load_list(answers_path)
     by_id = {}
     for a in answers:
-        by_id[str(_field(a, "question_id", answers_path))] = a
+        qid = str(_field(a, "question_id", answers_path))
+        if qid in by_id:
+            raise ValueError(f"{answers_path}: question_id {qid!r} has two answers; keep one")
+        by_id[qid] = a
     pairs = []
     for q in questions:
         qid = str(_field(q, "question_id", questions_path))
@@ -83,6 +88,9 @@ def load_qa_pairs(questions_path: str | Path, answers_path: str | Path) -> list[
             raise ValueError(f"{answers_path}: no answer for question_id {qid!r} of {questions_path}")
         a = by_id[qid]
         video_name, question = _field(q, "video_name", questions_path), _field(q, "question", questions_path)
+        if problem := check_media_name(str(video_name)):
+            raise ValueError(f"{questions_path}: question_id {qid!r}: video_name {str(video_name)!r} {problem}; "
+                             "video names are file names in the video directory")
         pairs.append(QAQuestion(qid, str(video_name), str(question), str(_field(a, "answer", answers_path)),
                                 a.get("type")))
     if len({p.id for p in pairs}) != len(pairs):
@@ -101,6 +109,11 @@ def shard_items(items: Sequence[QAQuestion], num_shards: int, shard_id: int) -> 
 def shard_files(output_dir: str | Path, num_shards: int, shard_id: int) -> tuple[Path, Path]:
     out = Path(output_dir)
     return out / f"{num_shards}_{shard_id}.json", out / f"missing_{num_shards}_{shard_id}.jsonl"
+
+
+def shard_lock_name(num_shards: int, shard_id: int) -> str:
+    """The lock of one shard's writer (``files.OutputLock``): the shards of a run share its directory."""
+    return f"videopanda-shard-{num_shards}_{shard_id}"
 
 
 def run_shard(
@@ -170,10 +183,7 @@ def record_run_settings(output_dir: str | Path, settings: dict[str, Any]) -> dic
         if changed:
             raise ValueError(f"{output_dir} holds answers made with other {', '.join(changed)} ({path}): "
                              "use another --output-dir or the same settings")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")  # shards start together: replace, never half-write
-    partial.write_text(json.dumps(settings, indent=1) + "\n")
-    os.replace(partial, path)
+    atomic_write_text(path, json.dumps(settings, indent=1) + "\n")  # shards start together: replace, never half-write
     return settings
 
 

@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from videopanda.model.configuration_videopanda import IMAGE_TOKEN
+from videopanda.model.weights import check_weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def load_llm(source: str | Path | None = None, dtype: torch.dtype = torch.float3
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     else:
         _require_local_dir(source)
+        check_weight_files(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     # The weights are dequantised on load; a nested GGUF quantization entry would break save/reload.
     if getattr(model.config, "quantization_config", None) is not None:

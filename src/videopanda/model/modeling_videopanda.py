@@ -27,6 +27,7 @@ from videopanda.model.distill import DistillationHead
 from videopanda.model.llm import load_llm, load_tokenizer, resize_for_tokenizer
 from videopanda.model.projector import build_projector
 from videopanda.model.stab import STAB, tokens_per_frame
+from videopanda.model.weights import check_weight_files
 
 
 class VideoFeatures(NamedTuple):
@@ -61,6 +62,8 @@ class VideoPandaPreTrainedModel(PreTrainedModel):
                 f"model directory {pretrained_model_name_or_path} not found (or without config.json): give a "
                 "directory written by training, `videopanda convert` or save_pretrained"
             )
+        if pretrained_model_name_or_path is not None:
+            check_weight_files(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 from tqdm import tqdm
 from transformers import AutoConfig, PreTrainedTokenizerBase
@@ -40,6 +40,7 @@ from videopanda.model.convert import check_keys, ours_to_release, release_to_our
 from videopanda.model.distill import selected_layer_indices
 from videopanda.model.llm import load_tokenizer, resize_for_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+from videopanda.model.weights import load_weight_file
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +146,6 @@ def weight_files(directory: Path) -> list[Path]:
     if not shards:
         raise FileNotFoundError(f"no weights in {directory}: expected {INDEX_FILES}, {SINGLE_FILES} or shards")
     return shards
-
-
-def load_weight_file(file: Path) -> dict[str, Tensor]:
-    if file.suffix == ".safetensors":
-        return load_file(str(file))
-    return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def release_config(values: dict[str, Any], state_dict: dict[str, Tensor], **overrides: Any) -> VideoPandaConfig:

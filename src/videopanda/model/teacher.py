@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
+from videopanda.model.weights import load_weight_file
+
 logger = logging.getLogger(__name__)
 
 LANGUAGEBIND_PREFIX = "vision_model."
@@ -297,7 +299,7 @@ def _tower_weights(directory: Path) -> dict[str, Tensor]:
         raise ValueError(f"no *.safetensors or pytorch_model*.bin weights in teacher directory {directory}")
     tower: dict[str, Tensor] = {}
     for file in files:
-        for name, tensor in _load_weight_file(file).items():
+        for name, tensor in load_weight_file(file).items():
             if name.startswith(LANGUAGEBIND_PREFIX) and not name.endswith(IGNORED_KEYS):
                 tower[_plain_name(name[len(LANGUAGEBIND_PREFIX) :])] = tensor
     if not tower:
@@ -313,9 +315,3 @@ def _plain_name(name: str) -> str:
     return name
 
 
-def _load_weight_file(file: Path) -> dict[str, Tensor]:
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(file))
-    return torch.load(file, map_location="cpu", weights_only=True)

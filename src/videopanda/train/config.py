@@ -9,6 +9,7 @@ the stage and may override its learning rates.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,8 @@ class LoraSettings:
     def __post_init__(self) -> None:
         if self.r < 1 or not self.target_modules:
             raise ValueError(f"model.lora needs r >= 1 and target_modules, got r={self.r}, {self.target_modules}")
+        _check_number("model.lora.alpha", self.alpha, low=0.0, low_open=True)
+        _check_number("model.lora.dropout", self.dropout, low=0.0, high=1.0)
 
 
 @dataclass
@@ -97,6 +100,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"data.fraction must be in (0, 1], got {self.fraction}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"data.max_samples must be >= 1 (or null for all), got {self.max_samples}")
+        if self.max_length < 1 or self.num_workers < 0:
+            raise ValueError(f"data.max_length must be >= 1 and data.num_workers >= 0, got {self.max_length} and "
+                             f"{self.num_workers}")
 
 
 LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
@@ -124,6 +132,13 @@ class OptimConfig:
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise ValueError(f"optim.lr_scheduler must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}")
         self.group_lr = {name: _as_float(value, f"optim.group_lr.{name}") for name, value in self.group_lr.items()}
+        for name, rate in [("optim.lr", self.lr), *((f"optim.group_lr.{k}", v) for k, v in self.group_lr.items())]:
+            _check_number(name, rate, low=0.0, low_open=True)
+        _check_number("optim.warmup_ratio", self.warmup_ratio, low=0.0, high=1.0)
+        for beta in self.betas:
+            _check_number("optim.betas", beta, low=0.0, high=1.0)
+        _check_number("optim.eps", self.eps, low=0.0, low_open=True)
+        _check_number("optim.max_grad_norm", self.max_grad_norm, low=0.0)  # 0: no clipping
 
 
 @dataclass
@@ -157,8 +172,28 @@ class TrainConfig:
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps={self.max_steps} trains nothing: give max_steps >= 1, or -1 to train "
+                             "num_epochs")
+        _check_number("num_epochs", self.num_epochs, low=0.0, low_open=True)
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ValueError(f"save_total_limit must be >= 1 (or null to keep every checkpoint), got "
+                             f"{self.save_total_limit}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         if self.model.lora is not None and self.distributed == "fsdp":
             raise ValueError("model.lora trains with distributed: ddp or deepspeed (ZeRO-2), not fsdp")
+
+
+def _check_number(key: str, value: float | None, low: float, high: float | None = None, low_open: bool = False) -> None:
+    """``value`` (None: the default) is finite and in [low, high) (``low_open``: above ``low``), before any model
+    loads: a bad rate found by the optimiser costs the model load and leaves files behind."""
+    if value is None:
+        return
+    above = value > low if low_open else value >= low
+    if not (math.isfinite(value) and above and (high is None or value < high)):
+        bounds = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g})'}"
+        raise ValueError(f"{key} must be a number in {bounds}, got {value!r}")
 
 
 def _as_float(value: Any, key: str) -> float:

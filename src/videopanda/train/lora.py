@@ -24,8 +24,9 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from videopanda.model.weights import load_weight_file
 from videopanda.runtime import DeviceError
 from videopanda.train.config import LoraSettings, ModelInit
 from videopanda.train.stages import LLM_PREFIX
@@ -97,7 +98,7 @@ def load_lora_output(path: str | Path, merge: bool = True):
     path = Path(path)
     base = ModelInit(**json.loads((path / BASE_NAME).read_text()))
     model, _ = load_model(base)
-    missing, unexpected = model.load_state_dict(load_file(str(path / NON_LLM_WEIGHTS)), strict=False)
+    missing, unexpected = model.load_state_dict(load_weight_file(path / NON_LLM_WEIGHTS), strict=False)
     not_llm = [k for k in missing if not k.startswith(LLM_PREFIX + ".")]
     if not_llm or unexpected:
         raise ValueError(f"{path / NON_LLM_WEIGHTS} does not fit its base {base.init}: "

@@ -321,19 +321,6 @@ def train_stage(config: TrainConfig) -> Path:
     return Path(config.output_dir)
 
 
-def run_stages(
-    stages: list[str], config_dir: str | Path, overrides: list[str] | None = None, data_root: str | Path | None = None
-) -> Path:
-    """Run ``stages`` in order from ``config_dir/<stage>.yaml``, each starting from the previous output.
-
-    Every stage's config is loaded and checked before the first stage trains.
-    """
-    configs = stage_chain(stages, config_dir, overrides, data_root)
-    for config in configs:
-        train_stage(config)
-    return Path(configs[-1].output_dir)
-
-
 def stage_chain(
     stages: list[str], config_dir: str | Path, overrides: list[str] | None = None, data_root: str | Path | None = None
 ) -> list[TrainConfig]:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from videopanda.data.dataset import FLIPPED_SUFFIX, SKIPPABLE, load_annotations, media_key, parse_item
 from videopanda.data.decode import read_image, read_video_frames
 from videopanda.data.transform import preprocess_frames
+from videopanda.files import atomic_write_text
 from videopanda.model.configuration_videopanda import VideoPandaConfig
 from videopanda.model.teacher import TeacherConfig, VideoTeacher, teacher_patch_features
 
@@ -207,8 +208,12 @@ def _shard_tensors(
 def _write_shard(path: Path, content: tuple[dict[str, Tensor], dict[str, str]]) -> None:
     tensors, metadata = content
     partial = path.with_suffix(".partial")
-    save_file(tensors, str(partial), metadata=metadata)
-    partial.replace(path)
+    try:
+        save_file(tensors, str(partial), metadata=metadata)
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a full disk leaves no half shard behind
+        raise
 
 
 def _start_index(out_dir: Path, settings: CacheSettings) -> None:
@@ -249,9 +254,7 @@ def _finish_index(out_dir: Path, settings: CacheSettings, num_shards: int) -> Pa
 
 
 def _write_json(path: Path, value: dict) -> None:
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(value))
-    partial.replace(path)
+    atomic_write_text(path, json.dumps(value))
 
 
 class TeacherCache:

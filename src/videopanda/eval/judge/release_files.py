@@ -11,7 +11,9 @@ then combines *every* ``*.json`` of that directory into its ``--output_json``
     average score = sum(int(score)) / n   n: every entry, even one it cannot read
 
 So a judge directory the release can read holds no ``*.json`` besides the
-items (``runner`` keeps its own files under other names).
+items (``runner`` keeps its own files under other names). An id that is no
+plain file name (``msvd/clip1``, ``../x``, unicode) is written under its
+``paths.id_file_stem`` (``msvd%2Fclip1.json``) and read back as the id.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any
 
 from videopanda.eval.judge.base import QAItem, Verdict
 from videopanda.eval.judge.scoring import MAX_SCORE
+from videopanda.files import atomic_write_text
+from videopanda.paths import id_file_stem, id_from_file_stem
 
 logger = logging.getLogger(__name__)
 
@@ -42,25 +46,37 @@ def item_entry(item: QAItem, verdict: Verdict) -> list[dict[str, Any]]:
     return [decision, qa]
 
 
+def item_path(output_dir: str | Path, item_id: str) -> Path:
+    """Where the item ``item_id`` lives in a judge directory: ``<id>.json`` for a plain id, always inside it."""
+    return Path(output_dir) / f"{id_file_stem(item_id)}.json"
+
+
 def write_item(output_dir: Path, item_id: str, entry: list[dict[str, Any]]) -> None:
     """``<id>.json`` with the bytes the release's ``json.dump(result_qa_pair, f)`` writes."""
-    (output_dir / f"{item_id}.json").write_text(json.dumps(entry))
+    atomic_write_text(item_path(output_dir, item_id), json.dumps(entry))
 
 
 def write_combined(path: str | Path, entries: Mapping[str, Any]) -> None:
     """The release's ``--output_json``: ``{id: [verdict, qa]}``, as its ``json.dump`` writes it."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(dict(entries)))
+    atomic_write_text(path, json.dumps(dict(entries)))
 
 
 def read_item_dir(directory: str | Path) -> dict[str, Any]:
-    """The release's combining rule: every ``*.json`` of ``directory`` as ``{file name without .json: content}``."""
+    """The release's combining rule: every ``*.json`` of ``directory`` as ``{id: content}``, the id being the file
+    name without ``.json`` (decoded where ``item_path`` encoded it). Each must be a ``[verdict, qa]`` item: the
+    release's script counts every one."""
     entries = {}
     for path in sorted(Path(directory).glob("*.json")):
         try:
-            entries[path.name[:-5]] = json.loads(path.read_text())
+            entry = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: not a JSON file of the release's judge ({err})") from err
+        if not isinstance(entry, list):
+            raise ValueError(f"{directory}: {path.name} is no [verdict, qa] item; move it out of the directory (the "
+                             "release's script would count it as one)")
+        stem = path.name[:-5]
+        entries[id_from_file_stem(stem) or stem] = entry
     return entries
 
 
@@ -116,7 +132,6 @@ def read_release(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         entries = read_item_dir(path)
-        _check_items(path, entries)
     else:
         try:
             entries = json.loads(path.read_text())
@@ -126,14 +141,6 @@ def read_release(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not the release's judge output (a directory of <id>.json files holding "
                          "[verdict, qa], or their combined {id: [verdict, qa]} file)")
     return entries
-
-
-def _check_items(directory: Path, entries: dict[str, Any]) -> None:
-    """Every ``*.json`` of a release judge directory must be an item: its script counts every one."""
-    odd = [f"{key}.json" for key, entry in entries.items() if not isinstance(entry, list)]
-    if odd:
-        raise ValueError(f"{directory}: {', '.join(odd[:3])} is no [verdict, qa] item; move it out of the "
-                         "directory (the release's script would count it as one)")
 
 
 def _as_given(score: float | None) -> float | int | None:

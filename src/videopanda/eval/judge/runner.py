@@ -2,7 +2,8 @@
 
 Output layout (``output_dir``), readable as the release's judge ``--output_dir``
 (it combines every ``*.json`` there as one item, so only the items end in ``.json``):
-    <id>.json        the release's per-question file: ``[{'pred', 'score'}, {'q', 'a', 'pred'}]`` (judged items)
+    <id>.json        the release's per-question file: ``[{'pred', 'score'}, {'q', 'a', 'pred'}]`` (judged items;
+                     an id that is no plain file name is encoded, see ``release_files.item_path``)
     metrics.jsonl    one line: summary metrics (both accuracy and both score conventions) + the judge that produced them
     verdicts.jsonl   every verdict, failures included (``ok``, ``error``, ``attempts``, raw reply)
     failures.jsonl   the failed ones
@@ -47,6 +48,8 @@ def load_predictions(path: str | Path) -> list[QAItem]:
                                 record.get("question2"), record.get("pred2")))
         except KeyError as err:
             raise ValueError(f"{path}: prediction record lacks {err}: {str(record)[:120]}") from err
+        if not items[-1].id:
+            raise ValueError(f"{path}: prediction record with an empty id: {str(record)[:120]}")
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: duplicate prediction ids")
@@ -93,7 +96,7 @@ def write_judgements(
             combined[item.id] = release_files.item_entry(item, verdict)
             release_files.write_item(out, item.id, combined[item.id])
         else:
-            (out / f"{item.id}.json").unlink(missing_ok=True)  # an earlier run's verdict is not this run's
+            release_files.item_path(out, item.id).unlink(missing_ok=True)  # an earlier run's verdict is not this run's
     _warn_about_strays(out, combined)
     if release_json is not None:
         release_files.write_combined(release_json, combined)
@@ -176,7 +179,8 @@ def unanswered_count(predictions: str | Path, items: Sequence[QAItem]) -> int | 
 
 def _warn_about_strays(out: Path, written: dict[str, Any]) -> None:
     """``*.json`` files this run did not write would be counted as items by the release's rule."""
-    strays = sorted(p.name for p in out.glob("*.json") if p.name[:-5] not in written)
+    names = {release_files.item_path(out, item_id).name for item_id in written}
+    strays = sorted(p.name for p in out.glob("*.json") if p.name not in names)
     if strays:
         logger.warning("%s holds %d *.json files that are not this run's items (the release's script would count "
                        "them): %s", out, len(strays), ", ".join(strays[:5]))
