@@ -251,9 +251,10 @@ class CpuShare:
 
 
 # Blocks timed by --profile, by module path: ours, and the release's module for the same step.
-OUR_BLOCKS = ("patch_embedding", "lste", "gstra", "lsd", "fsra", "fusion_head")
+OUR_BLOCKS = ("lste", "gstra", "lsd", "fsra", "fusion_head")
 RELEASE_BLOCKS = ("patch_embedding", "lmhra1", "dpe", "dec", "local_attention", "global_attention", "proj")
-OUR_STEPS = ("_temporal", "_crop_windows", "_pad_per_frame", "_assemble")  # our STAB's methods, timed as blocks too
+# Our STAB's methods, timed as blocks too.
+OUR_STEPS = ("_embed_patches", "_temporal", "_crop_windows", "_pad_per_frame", "_assemble")
 
 
 @contextlib.contextmanager
