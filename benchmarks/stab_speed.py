@@ -16,6 +16,7 @@ batches of 1 and 4 videos; forward (no grad) and forward+backward.
     git clone https://github.com/jh-yi/Video-Panda /tmp/Video-Panda
     python benchmarks/stab_speed.py --release-repo /tmp/Video-Panda --threads 2   # CPU fp32, a few minutes
     python benchmarks/stab_speed.py --release-repo /tmp/Video-Panda --device cuda --dtype bf16 --repeats 20
+    python benchmarks/stab_speed.py --release-repo /tmp/Video-Panda --videos 1 --profile  # per operator, per block
 """
 
 from __future__ import annotations
