@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from conftest import golden_cases, tiny_llama_config
 from videopanda.model.configuration_videopanda import VideoPandaConfig
 from videopanda.model.convert import ours_to_release, release_to_ours
 from videopanda.model.projector import build_projector
-from videopanda.model.stab import STAB, crop_boxes, frame_grid_hw
+from videopanda.model.stab import STAB, LocalTemporalMHRA, crop_boxes, frame_grid_hw
 
 
 def config_from_golden(meta: dict) -> VideoPandaConfig:
@@ -157,3 +158,25 @@ def test_bfloat16_stab_follows_float32(small_stab):
         tokens = small_stab.to(torch.bfloat16)(video.to(torch.bfloat16), torch.tensor([4])).tokens
     assert tokens.dtype == torch.bfloat16
     torch.testing.assert_close(tokens.float(), expected, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["batch-statistics", "running-statistics"])
+def test_lmhra_on_channels_last_tokens_is_the_release_layer_stack(training):
+    """Matrix products, shifted taps and (in eval) the folded BatchNorm give the Conv3d stack's outputs and grads."""
+    torch.manual_seed(0)
+    ours = LocalTemporalMHRA(48).train(training)
+    with torch.no_grad():  # wake the zero-initialised up projection and move the running statistics off 0/1
+        for p in ours.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        ours.pos_embed[0].running_mean.normal_()
+        ours.pos_embed[0].running_var.uniform_(0.5, 2.0)
+    stack = copy.deepcopy(ours)
+    tokens = torch.randn(2, 4, 5, 6, 48)  # (C, T, Hp, Wp, d)
+    out = ours(tokens)
+    expected = tokens + stack.pos_embed(tokens.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1)
+    torch.testing.assert_close(out, expected)
+    out.square().mean().backward()
+    expected.square().mean().backward()
+    for (name, p), q in zip(ours.named_parameters(), stack.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+    torch.testing.assert_close(ours.pos_embed[0].running_mean, stack.pos_embed[0].running_mean)

@@ -12,8 +12,8 @@ Shape legend
 
 Every frame is a square ``(4, S, S)`` canvas (RGB + validity mask), so patch
 embedding, LSTE and GSTRA run as whole tensors (grouped by chunk length), kept
-channels-last (d innermost) so that no layout copies come between them (LSTE
-alone runs channels-first when gradients are needed: see ``_lste_layout``). The
+channels-last (d innermost) so that no layout copies come between them (the DPE
+convolution alone runs channels-first when gradients are needed: see ``_dpe_layout``). The
 per-frame crops are ragged: their s x s windows are gathered into one packed
 ``(N, s*s, d)`` tensor by index, FSRA attends per frame over its LSD tokens
 padded to the longest frame (masked), and the output is assembled by one
@@ -89,7 +89,13 @@ def frame_grid_hw(patch_mask: Tensor, lsd_stride: int, max_crop_patches: int) ->
 
 
 class LocalTemporalMHRA(nn.Module):
-    """LMHRA: BN -> 1x1x1 down -> depthwise temporal conv (3,1,1) -> 1x1x1 up (zero-init)."""
+    """LMHRA: BN -> 1x1x1 down -> depthwise temporal conv (3,1,1) -> 1x1x1 up (zero-init).
+
+    The weights are the release's ``Sequential`` of 3-D layers (checkpoint names); the forward runs them on
+    channels-last tokens, where the 1x1x1 convolutions are plain matrix products over d and the temporal
+    depthwise convolution is three shifted multiply-adds (no layout copies, cheap backward). In eval mode
+    the BatchNorm is an affine map folded into the down projection.
+    """
 
     def __init__(self, dim: int, reduction: float = 1.5) -> None:
         super().__init__()
@@ -103,8 +109,21 @@ class LocalTemporalMHRA(nn.Module):
         nn.init.zeros_(self.pos_embed[3].weight)
         nn.init.zeros_(self.pos_embed[3].bias)
 
-    def forward(self, x: Tensor) -> Tensor:  # (C, d, T, Hp, Wp) -> same
-        return self.pos_embed(x)
+    def forward(self, x: Tensor) -> Tensor:
+        """x (C, T, Hp, Wp, d) channels-last -> ``x + LMHRA(x)``, same shape."""
+        norm, down, temporal, up = self.pos_embed
+        down_weight, down_bias = down.weight.flatten(1), down.bias  # (k, d), (k,)
+        if self.training:  # batch statistics (and their running update): the module itself, on a (C, d, T, Hp, Wp) view
+            z = F.linear(norm(x.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1), down_weight, down_bias)
+        else:  # running statistics: BN(x) = x * scale + shift, so W BN(x) + b = (W * scale) x + (W shift + b)
+            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+            shift = norm.bias - norm.running_mean * scale
+            z = F.linear(x, down_weight * scale, torch.addmv(down_bias, down_weight, shift))  # (C, T, Hp, Wp, k)
+        taps = temporal.weight.view(-1, 3)  # (k, 3): frame t-1, t, t+1
+        padded = F.pad(z, (0, 0, 0, 0, 0, 0, 1, 1))  # (C, T+2, Hp, Wp, k): zero frames either side
+        z = temporal.bias + padded[:, :-2] * taps[:, 0] + z * taps[:, 1] + padded[:, 2:] * taps[:, 2]
+        out = torch.addmm(x.flatten(0, 3), z.flatten(0, 3), up.weight.flatten(1).t())  # x + W_up z, (C*T*Hp*Wp, d)
+        return (out + up.bias).view_as(x)
 
 
 class LocalSpatioTemporalEncoder(nn.Module):
@@ -117,9 +136,21 @@ class LocalSpatioTemporalEncoder(nn.Module):
         self.dpe = nn.Conv3d(dim, dim, kernel_size=3, padding=1, groups=dim)
         nn.init.zeros_(self.dpe.bias)
 
-    def forward(self, x: Tensor) -> Tensor:  # (C, d, T, Hp, Wp) -> same
-        x = x + self.lmhra(x)
-        return x + self.dpe(x)
+    def forward(self, x: Tensor) -> Tensor:
+        """x (C, T, Hp, Wp, d) contiguous (channels-last) -> same."""
+        x = self.lmhra(x)  # includes the residual
+        return x + self.dpe(self._dpe_layout(x.permute(0, 4, 1, 2, 3))).permute(0, 2, 3, 4, 1)
+
+    @staticmethod
+    def _dpe_layout(video: Tensor) -> Tensor:
+        """(C, d, T, Hp, Wp) channels-last view -> the layout the depthwise DPE runs fastest in.
+
+        On CPU the depthwise Conv3d forward is ~3x faster channels-last but its
+        backward ~20x slower, so channels-last only where no gradient is needed.
+        """
+        if torch.is_grad_enabled() or video.device.type != "cpu":
+            return video.contiguous()
+        return video
 
 
 class STAB(nn.Module):
@@ -154,9 +185,7 @@ class STAB(nn.Module):
         """pixel_values (F, 4, S, S), chunk_lengths (C,) with sum F -> STABOutput."""
         chunk_lengths = chunk_lengths.to(pixel_values.device)
         self._check_inputs(pixel_values, chunk_lengths)
-        # Channels-last patches: LSTE then runs without layout copies, and the crop gathers whole d-rows.
-        rgb = pixel_values[:, :3].contiguous(memory_format=torch.channels_last)
-        patches = self.patch_embedding(rgb).permute(0, 2, 3, 1)  # (F, Hp, Wp, d)
+        patches = self._embed_patches(pixel_values[:, :3])  # (F, Hp, Wp, d)
         patch_mask = F.avg_pool2d(pixel_values[:, 3:4], self.patch_size)[:, 0]  # (F, Hp, Wp)
         tokens, video_context = self._temporal(patches, chunk_lengths)  # (F, Hp, Wp, d), (F, d)
         top_left, size = crop_boxes(patch_mask, self.max_crop_patches)
@@ -186,6 +215,16 @@ class STAB(nn.Module):
                 f"chunk_lengths {chunk_lengths.tolist()} must be positive and sum to the number of frames {pixel_values.shape[0]}"
             )
 
+    def _embed_patches(self, rgb: Tensor) -> Tensor:
+        """(F, 3, S, S) -> (F, Hp, Wp, d) channels-last: the stride-p convolution as one product over p x p patches.
+
+        Channels-last, LSTE then runs without layout copies and the crop gathers whole d-rows.
+        """
+        frames, channels, height, width = rgb.shape
+        p = self.patch_size
+        patches = rgb.reshape(frames, channels, height // p, p, width // p, p).permute(0, 2, 4, 1, 3, 5)
+        return F.linear(patches.flatten(3), self.patch_embedding.weight.flatten(1))  # (F, Hp, Wp, 3*p*p) -> d
+
     def _temporal(self, patches: Tensor, chunk_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """LSTE + GSTRA per group of equal-length chunks, and the dense connection.
 
@@ -203,7 +242,7 @@ class STAB(nn.Module):
             frames = (starts[chunk_lengths == length][:, None] + torch.arange(length, device=patches.device)).flatten()
             every_frame = len(frames) == len(patches)  # all chunks this long (the usual video batch): no gather/scatter
             grouped = (patches if every_frame else patches[frames]).unflatten(0, (-1, length))  # (C, T, Hp, Wp, d)
-            x = self.lste(self._lste_layout(grouped.permute(0, 4, 1, 2, 3))).permute(0, 2, 3, 4, 1)  # (C, T, Hp, Wp, d)
+            x = self.lste(grouped.contiguous())  # (C, T, Hp, Wp, d)
             query = self.temporal_cls_token.expand(x.shape[0], -1, -1)
             chunk_context = self.gstra(query, x.flatten(1, 3))[:, 0].repeat_interleave(length, 0)  # (C*T, d)
             if every_frame:
@@ -212,17 +251,6 @@ class STAB(nn.Module):
                 tokens = tokens.index_add(0, frames, x.flatten(0, 1))
                 video_context = video_context.index_copy(0, frames, chunk_context)
         return tokens, video_context
-
-    @staticmethod
-    def _lste_layout(video: Tensor) -> Tensor:
-        """(C, d, T, Hp, Wp) channels-last view -> the layout LSTE runs fastest in.
-
-        On CPU the depthwise Conv3d forward is ~3x faster channels-last but its
-        backward ~20x slower, so channels-last only where no gradient is needed.
-        """
-        if torch.is_grad_enabled() or video.device.type != "cpu":
-            return video.contiguous()
-        return video
 
     @staticmethod
     def _lsd_cells(grid_hw: Tensor, grid_h: int, grid_w: int) -> Tensor:
