@@ -78,9 +78,10 @@ class VideoPandaProcessor:
         self.template = get_template(template, system)
         self.template_name = template
         self.max_length = max_length
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        if self.image_token_id in (None, tokenizer.unk_token_id):
+        image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        if not isinstance(image_token_id, int) or image_token_id == tokenizer.unk_token_id:
             raise ValueError(f"tokenizer has no {IMAGE_TOKEN} token: load it with videopanda.model.llm.load_tokenizer")
+        self.image_token_id = image_token_id
         if config.image_token_id is not None and config.image_token_id != self.image_token_id:
             raise ValueError(
                 f"tokenizer's {IMAGE_TOKEN} id {self.image_token_id} differs from config.image_token_id "
@@ -97,6 +98,8 @@ class VideoPandaProcessor:
         turns = self._place_placeholders(conversation, visuals)
         input_ids, labels = self._tokenize(self.template.segments(turns, self.tokenizer))
         sample = self._with_visuals(input_ids, labels, visuals)
+        if sample.labels is None:  # _with_visuals keeps the labels it is given
+            raise RuntimeError("encoding a conversation lost its labels")
         sample.input_ids, sample.labels = self._fit_length(sample.input_ids, sample.labels)
         return sample
 
@@ -147,11 +150,14 @@ class VideoPandaProcessor:
             self.encode_prompt(_with_marker(_user_text([*h, Turn("user", q)]), turn), v)
             for q, v, h, turn in zip(questions, visuals, histories, visual_turns, strict=True)
         ]
-        return VideoPandaCollator(self.tokenizer.pad_token_id, padding_side="left")(samples)
+        batch = VideoPandaCollator(self.tokenizer.pad_token_id, padding_side="left")(samples)
+        return {key: value for key, value in batch.items() if isinstance(value, Tensor)}  # prompts carry no keys
 
-    def decode(self, token_ids: Tensor | Sequence[int]) -> str:
+    def decode(self, token_ids: Tensor | list[int]) -> str:
         """Generated ids -> the reply text, cut at the end-of-turn marker."""
         text = self.tokenizer.decode(token_ids, skip_special_tokens=False)
+        if not isinstance(text, str):
+            raise ValueError("decode takes one sequence of token ids, not a batch")
         text = text.split(self.stop_string)[0]
         for special in self.tokenizer.all_special_tokens:
             text = text.replace(special, "")
@@ -173,7 +179,7 @@ class VideoPandaProcessor:
     def _place_placeholders(self, turns: Sequence[Turn], visuals: VisualInputs | None) -> list[Turn]:
         """Replace the visual marker by one placeholder per frame at the front of its (user) turn."""
         counts = [len(_MARKER.findall(t.text)) for t in turns]
-        if sum(counts) > 1 or any(c and t.role != "user" for c, t in zip(counts, turns)):
+        if sum(counts) > 1 or any(c and t.role != "user" for c, t in zip(counts, turns, strict=True)):
             raise ConversationError(f"expected at most one visual marker, in a user turn; got {counts} per turn")
         if visuals is None:
             if sum(counts):
