@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from videopanda.data.collator import IGNORE_INDEX, VideoPandaCollator
 from videopanda.data.conversation import ConversationError, Segment, Turn, get_template
 from videopanda.data.transform import VisualInputs
-from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig
+from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig, image_token_id
 from videopanda.model.stab import frame_grid_hw, tokens_per_frame
 
 VIDEO_MARKER = "<video>"
@@ -78,10 +78,7 @@ class VideoPandaProcessor:
         self.template = get_template(template, system)
         self.template_name = template
         self.max_length = max_length
-        image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        if not isinstance(image_token_id, int) or image_token_id == tokenizer.unk_token_id:
-            raise ValueError(f"tokenizer has no {IMAGE_TOKEN} token: load it with videopanda.model.llm.load_tokenizer")
-        self.image_token_id = image_token_id
+        self.image_token_id = image_token_id(tokenizer)
         if config.image_token_id is not None and config.image_token_id != self.image_token_id:
             raise ValueError(
                 f"tokenizer's {IMAGE_TOKEN} id {self.image_token_id} differs from config.image_token_id "
