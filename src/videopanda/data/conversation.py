@@ -67,6 +67,15 @@ def turns_from_annotation(conversation: object) -> list[Turn]:
     return messages
 
 
+def chat_role(name: str) -> Role:
+    """A chat message's role as a turn's: "user" or "assistant" (anything else is a ConversationError)."""
+    if name == "user":
+        return "user"
+    if name == "assistant":
+        return "assistant"
+    raise ConversationError(f"a turn's role must be user or assistant, got {name!r}")
+
+
 def check_turns(messages: Sequence[Turn], add_generation_prompt: bool) -> None:
     """User and assistant alternate from a user turn; the last is the assistant's (a user's for a prompt)."""
     expected = ["user", "assistant"] * (len(messages) // 2 + 1)

@@ -53,6 +53,14 @@ class EncodedSample:
     sample_key: str | None = None  # the media (and clip) this sample shows: the teacher cache's key
 
 
+def decode_text(tokenizer: PreTrainedTokenizerBase, token_ids: Tensor | list[int], skip_special_tokens: bool) -> str:
+    """One sequence of token ids -> its text (``tokenizer.decode`` of a batch would give a list)."""
+    text = tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens)
+    if not isinstance(text, str):
+        raise ValueError("decode takes one sequence of token ids, not a batch")
+    return text
+
+
 class VideoPandaProcessor:
     """Turns conversations (training) and questions (inference) plus visuals into model inputs.
 
@@ -152,9 +160,7 @@ class VideoPandaProcessor:
 
     def decode(self, token_ids: Tensor | list[int]) -> str:
         """Generated ids -> the reply text, cut at the end-of-turn marker."""
-        text = self.tokenizer.decode(token_ids, skip_special_tokens=False)
-        if not isinstance(text, str):
-            raise ValueError("decode takes one sequence of token ids, not a batch")
+        text = decode_text(self.tokenizer, token_ids, skip_special_tokens=False)
         text = text.split(self.stop_string)[0]
         for special in self.tokenizer.all_special_tokens:
             text = text.replace(special, "")
