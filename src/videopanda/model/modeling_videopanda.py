@@ -18,7 +18,7 @@ import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,9 @@ from videopanda.model.distill import DistillationHead
 from videopanda.model.llm import load_llm, load_tokenizer, resize_for_tokenizer
 from videopanda.model.projector import build_projector
 from videopanda.model.stab import STAB, tokens_per_frame
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11
 
 
 class VideoFeatures(NamedTuple):
