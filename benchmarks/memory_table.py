@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-D, I, LAYERS, VOCAB = 4096, 11008, 32, 32000  # LLaMA-2-7B
+D, FFN, LAYERS, VOCAB = 4096, 11008, 32, 32000  # LLaMA-2-7B: width, MLP width, layers, vocabulary
 TOKENS_PER_FRAME = 273  # 448x448: 16x16 LSD grid -> 1 + 16 * 17 (spec section 2)
 TEXT_TOKENS = 256  # prompt + answer of a Video-ChatGPT sample
 LABELLED = 256  # positions where the LLM head runs (answer tokens)
@@ -44,7 +44,7 @@ def count_parameters() -> Counts:
     from videopanda.model.projector import build_projector
     from videopanda.model.stab import STAB
 
-    config = LlamaConfig(hidden_size=D, intermediate_size=I, num_hidden_layers=LAYERS, num_attention_heads=32,
+    config = LlamaConfig(hidden_size=D, intermediate_size=FFN, num_hidden_layers=LAYERS, num_attention_heads=32,
                          num_key_value_heads=32, vocab_size=VOCAB)
     with torch.device("meta"):
         llm = LlamaForCausalLM(config)
@@ -86,15 +86,12 @@ def stab_bytes_per_frame(checkpointing: bool) -> float:
 
 
 def llm_activation_bytes(tokens: int, checkpointing: bool, lora_dropout: bool) -> float:
-    """Per sample, bf16. Per token and layer: 8D + 4I elements kept (two norms' inputs/outputs, q k v, the
+    """Per sample, bf16. Per token and layer: 8D + 4FFN elements kept (two norms' inputs/outputs, q k v, the
     attention output, gate, up, SiLU(gate), their product); checkpointed: the layer input D, plus one
     layer's full set while it is recomputed. LoRA dropout adds one copy (2 B) and a mask (1 B) of each
-    adapted layer's input: 6D + I elements."""
-    per_layer = 2 * (8 * D + 4 * I) + (3 * (6 * D + I) if lora_dropout else 0)
-    if checkpointing:
-        kept = tokens * (LAYERS * 2 * D + per_layer)
-    else:
-        kept = tokens * LAYERS * per_layer
+    adapted layer's input: 6D + FFN elements."""
+    per_layer = 2 * (8 * D + 4 * FFN) + (3 * (6 * D + FFN) if lora_dropout else 0)
+    kept = tokens * (LAYERS * 2 * D + per_layer) if checkpointing else tokens * LAYERS * per_layer
     head = LABELLED * VOCAB * (2 + 4 + 4)  # bf16 logits, fp32 log-softmax and its gradient
     return kept + head
 
@@ -129,7 +126,8 @@ def table(counts: Counts, stab: dict[bool, float], gpus: int) -> list[str]:
         for frames in (8, 32, 64):
             tokens = frames * TOKENS_PER_FRAME + TEXT_TOKENS
             for checkpointing in (False, True):
-                per_sample = llm_activation_bytes(tokens, checkpointing, method != "full") + frames * stab[checkpointing]
+                llm_bytes = llm_activation_bytes(tokens, checkpointing, method != "full")
+                per_sample = llm_bytes + frames * stab[checkpointing]
                 cells = [(fixed + batch * per_sample) / GB for batch in (1, 2, 4)]
                 rows.append(f"| {label} | {frames} | {'yes' if checkpointing else 'no'} | "
                             + " | ".join(f"{gb:.1f} ({smallest_card(gb)})" for gb in cells) + " |")

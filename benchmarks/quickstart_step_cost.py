@@ -60,9 +60,11 @@ def time_steps(model, batch, precision, repeats: int) -> dict[str, tuple[float, 
         backward, start = since(start), clock()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        for name, value in zip(phases, (forward, backward, since(start))):
+        for name, value in zip(phases, (forward, backward, since(start)), strict=True):
             phases[name].append(value)
-    return {name: tuple(statistics.median(v[i] for v in values[1:]) for i in range(2)) for name, values in phases.items()}
+    return {
+        name: tuple(statistics.median(v[i] for v in values[1:]) for i in range(2)) for name, values in phases.items()
+    }
 
 
 def main() -> None:
@@ -99,7 +101,9 @@ def main() -> None:
     full_step = sum(results["full"][p][0] for p in ("forward", "backward", "optimizer"))
     for mode, phases in results.items():
         step = sum(phases[p][0] for p in ("forward", "backward", "optimizer"))
-        cells = " | ".join(f"{phases[p][0]:.2f} / {phases[p][1]:.2f}" for p in ("data", "forward", "backward", "optimizer"))
+        cells = " | ".join(
+            f"{phases[p][0]:.2f} / {phases[p][1]:.2f}" for p in ("data", "forward", "backward", "optimizer")
+        )
         print(f"| {mode} | {cells} | {step:.2f} | {full_step / step:.2f}x faster |")
 
 

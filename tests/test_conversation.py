@@ -14,7 +14,9 @@ from videopanda.data.conversation import (
     turns_from_annotation,
 )
 
-TWO_TURNS = [Turn("user", "What colour?"), Turn("assistant", "red"), Turn("user", "Shape?"), Turn("assistant", "square")]
+TWO_TURNS = [
+    Turn("user", "What colour?"), Turn("assistant", "red"), Turn("user", "Shape?"), Turn("assistant", "square")
+]
 
 
 def test_vicuna_two_turns_by_hand(smollm2_tokenizer):
@@ -51,7 +53,9 @@ def test_chat_template_two_turns_by_hand(smollm2_tokenizer):
     template = get_template("chat_template", system="S")
     segments = template.segments(TWO_TURNS, smollm2_tokenizer)
     assert segments == [
-        Segment("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nWhat colour?<|im_end|>\n<|im_start|>assistant\n", False),
+        Segment(
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nWhat colour?<|im_end|>\n<|im_start|>assistant\n", False
+        ),
         Segment("red<|im_end|>", True),
         Segment("\n<|im_start|>user\nShape?<|im_end|>\n<|im_start|>assistant\n", False),
         Segment("square<|im_end|>", True),

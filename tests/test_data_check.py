@@ -45,7 +45,8 @@ def data_root(tmp_path) -> Path:
     tune = [_video(train / "videochatgpt_tune" / f"t{i}{ext}", seed=5 + i) for i, ext in enumerate([".avi", ".mkv"])]
     Image.new("RGB", (40, 30), (200, 10, 10)).save(train / "videochatgpt_tune" / "still.png")
     _dump(train / "train_json" / "videochatgpt.json", [
-        {"id": "d", "video": f"videochatgpt_tune/{tune[0]}", "start": 0.0, "end": 1.5, "conversations": _conversation()},
+        {"id": "d", "video": f"videochatgpt_tune/{tune[0]}", "start": 0.0, "end": 1.5,
+         "conversations": _conversation()},
         {"id": "e", "video": f"videochatgpt_tune/{tune[1]}", "conversations": _conversation()},
         {"id": "f", "image": "videochatgpt_tune/still.png",
          "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "Red."}]},

@@ -58,7 +58,8 @@ def test_corrupt_and_missing_videos_are_skipped_and_reported(tmp_path, make_vide
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2 and "skipping sample 1" in warnings[0] and "b.avi" in warnings[0]
     # the bad ones are replaced by the next usable sample, deterministically
-    assert torch.equal(samples[1].input_ids, samples[3].input_ids) and torch.equal(samples[2].input_ids, samples[3].input_ids)
+    assert torch.equal(samples[1].input_ids, samples[3].input_ids)
+    assert torch.equal(samples[2].input_ids, samples[3].input_ids)
     assert samples[0].pixel_values.shape == (8, 4, 112, 112) and samples[0].chunk_lengths.tolist() == [4, 4]
     assert samples[4].pixel_values is None and samples[5].chunk_lengths.tolist() == [1]
     assert [m for m, _ in dataset.modality_lengths()] == ["video"] * 4 + ["text", "image"]
@@ -77,7 +78,9 @@ def test_malformed_items_are_skipped(tmp_path, make_video, processor):
     dataset = VideoLLaVADataset(load_annotations([write_json(tmp_path / "a.json", items)]), tmp_path, processor)
     assert all(dataset[i].pixel_values is None for i in range(len(dataset)))  # all replaced by the text sample
     kinds = [r.reason.split(":")[0] for r in dataset.skipped.records()]
-    assert kinds == ["ConversationError", "AnnotationError", "ConversationError", "AnnotationError", "ConversationError"]
+    assert kinds == [
+        "ConversationError", "AnnotationError", "ConversationError", "AnnotationError", "ConversationError"
+    ]
 
 
 def test_visual_cut_by_max_length_is_skipped_with_a_warning(tmp_path, make_video, smollm2_tokenizer, caplog):
@@ -98,8 +101,8 @@ def test_all_bad_is_a_clear_error_not_a_loop(tmp_path, processor):
 
 
 def test_skip_log_file_collects_skips_across_dataset_copies(tmp_path, processor):
-    items = load_annotations([write_json(tmp_path / "a.json", [{"id": "x", "video": "gone.mp4", "conversations": qa("Q")},
-                                                                {"id": "t", "conversations": qa("Hi")}])])
+    annotations = [{"id": "x", "video": "gone.mp4", "conversations": qa("Q")}, {"id": "t", "conversations": qa("Hi")}]
+    items = load_annotations([write_json(tmp_path / "a.json", annotations)])
     worker = VideoLLaVADataset(items, tmp_path, processor, skip_log=tmp_path / "skipped.jsonl")
     main = VideoLLaVADataset(items, tmp_path, processor, skip_log=tmp_path / "skipped.jsonl")
     worker[0]
@@ -116,7 +119,10 @@ def test_malformed_json_file_names_the_file(tmp_path):
 
 
 def test_fraction_of_shuffled_data_and_max_samples(tmp_path):
-    files = [write_json(tmp_path / f"{n}.json", [{"id": f"{n}{i}", "conversations": qa("Q")} for i in range(10)]) for n in "ab"]
+    files = [
+        write_json(tmp_path / f"{n}.json", [{"id": f"{n}{i}", "conversations": qa("Q")} for i in range(10)])
+        for n in "ab"
+    ]
     half = load_annotations(files, fraction=0.5, seed=1)
     ids = [a.item["id"] for a in half]
     assert len(ids) == len(set(ids)) == 10 and ids == [a.item["id"] for a in load_annotations(files, 0.5, seed=1)]
@@ -137,13 +143,15 @@ def test_train_flip_is_seeded_and_named_in_the_sample_key(tmp_path, make_video, 
             dataset.set_epoch(epoch)
             samples.append(dataset[0])
         runs.append(samples)
-    assert all(torch.equal(a.pixel_values, b.pixel_values) for a, b in zip(*runs))  # same (seed, epoch, index)
+    # the same (seed, epoch, index) gives the same sample
+    assert all(torch.equal(a.pixel_values, b.pixel_values) for a, b in zip(*runs, strict=True))
     flipped = [s.sample_key == f"a.mp4@0-1.5{FLIPPED_SUFFIX}" for s in runs[0]]
     assert any(flipped) and not all(flipped)
-    for sample, flip in zip(runs[0], flipped):
+    for sample, flip in zip(runs[0], flipped, strict=True):
         expected = plain.pixel_values.flip(-1) if flip else plain.pixel_values
         assert torch.equal(sample.pixel_values, expected)
-        assert torch.equal(sample.teacher_pixel_values, plain.teacher_pixel_values.flip(-1) if flip else plain.teacher_pixel_values)
+        teacher = plain.teacher_pixel_values
+        assert torch.equal(sample.teacher_pixel_values, teacher.flip(-1) if flip else teacher)
         assert flip or sample.sample_key == "a.mp4@0-1.5"
     assert FLIPPED_SUFFIX == CACHE_FLIPPED_SUFFIX  # the teacher cache stores both orientations under these keys
 

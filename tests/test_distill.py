@@ -37,9 +37,11 @@ def test_distillation_head_matches_release(case):
     teacher = torch.cat([tensors[f"input.teacher.frame{f}"] for f in frames])
     counts = torch.tensor([tensors[f"input.teacher.frame{f}"].shape[0] for f in frames])
     out = head(hidden[:, head.layer_indices], teacher, counts)  # all frames in one call
-    for f, student in zip(frames, out.student.split(counts.tolist())):
+    for f, student in zip(frames, out.student.split(counts.tolist()), strict=True):
         torch.testing.assert_close(student, tensors[f"output.student.frame{f}"], atol=1e-4, rtol=1e-5)
-        torch.testing.assert_close(out.per_frame_loss[f : f + 1], tensors[f"output.loss.frame{f}"], atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(
+            out.per_frame_loss[f : f + 1], tensors[f"output.loss.frame{f}"], atol=1e-4, rtol=1e-5
+        )
     torch.testing.assert_close(out.loss.reshape(1), tensors["output.loss.mean"], atol=1e-4, rtol=1e-5)
 
 
@@ -48,7 +50,9 @@ def test_selected_layers_of_the_release():
 
 
 def test_loss_is_zero_when_student_equals_teacher_and_mismatch_raises():
-    config = VideoPandaConfig(text_config=tiny_llama_config(num_hidden_layers=4), teacher_hidden_size=16, use_distillation=True)
+    config = VideoPandaConfig(
+        text_config=tiny_llama_config(num_hidden_layers=4), teacher_hidden_size=16, use_distillation=True
+    )
     head = DistillationHead(config)
     hidden = torch.randn(10, len(head.layer_indices), 32)
     teacher = head.student_features(hidden).detach() * 3.0  # cosine is scale-free
@@ -59,7 +63,9 @@ def test_loss_is_zero_when_student_equals_teacher_and_mismatch_raises():
 
 
 def test_gradient_reaches_every_selected_layer_and_every_parameter():
-    config = VideoPandaConfig(text_config=tiny_llama_config(num_hidden_layers=8), teacher_hidden_size=16, use_distillation=True)
+    config = VideoPandaConfig(
+        text_config=tiny_llama_config(num_hidden_layers=8), teacher_hidden_size=16, use_distillation=True
+    )
     head = DistillationHead(config)
     assert head.layer_indices == [8, 4, 0]
     hidden = torch.randn(7, 9, 32, requires_grad=True)  # all L+1 entries
@@ -72,7 +78,9 @@ def test_gradient_reaches_every_selected_layer_and_every_parameter():
 
 
 def test_frame_without_patches_is_refused():
-    config = VideoPandaConfig(text_config=tiny_llama_config(num_hidden_layers=4), teacher_hidden_size=16, use_distillation=True)
+    config = VideoPandaConfig(
+        text_config=tiny_llama_config(num_hidden_layers=4), teacher_hidden_size=16, use_distillation=True
+    )
     head = DistillationHead(config)
     with pytest.raises(ValueError, match="at least one patch"):
         head(torch.randn(4, 2, 32), torch.randn(4, 16), torch.tensor([4, 0]))

@@ -51,7 +51,8 @@ def start_videopanda_serve(model_dir, dtype: str, media_root):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen([sys.executable, "-m", "videopanda", "serve", str(model_dir), "--port", str(port),
-                                "--dtype", dtype, "--media-root", str(media_root)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                "--dtype", dtype, "--media-root", str(media_root)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -73,8 +74,10 @@ def test_endpoint_run_against_videopanda_serve_equals_the_local_run(qa_set, tiny
                  "--output-dir", str(tmp_path / "local")]) == 1  # 'gone' and 'broken' stay unanswered
     url, process = start_videopanda_serve(tiny_videopanda_dir, "float32", qa_set)
     try:
+        # 'gone' and 'broken' stay unanswered
         assert main(["eval", "run", "--endpoint", url, "--endpoint-model", tiny_videopanda_dir.name, *common,
-                     "--endpoint-video-as", "file_url", "--workers", "2", "--output-dir", str(tmp_path / "served")]) == 1  # 'gone' and 'broken' stay unanswered
+                     "--endpoint-video-as", "file_url", "--workers", "2",
+                     "--output-dir", str(tmp_path / "served")]) == 1
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -82,7 +85,8 @@ def test_endpoint_run_against_videopanda_serve_equals_the_local_run(qa_set, tiny
     assert [r["id"] for r in local] == ["q0", "q1", "q2", "q3"]
     assert served == local
     missing = [(m["id"], m["reason"].split(":")[0]) for m in read_jsonl(tmp_path / "served" / "missing.jsonl")]
-    assert [m["id"] for m in read_jsonl(tmp_path / "local" / "missing.jsonl")] == [m for m, _ in missing] == ["q4", "q5"]
+    local_missing = [m["id"] for m in read_jsonl(tmp_path / "local" / "missing.jsonl")]
+    assert local_missing == [m for m, _ in missing] == ["q4", "q5"]
     settings = json.loads((tmp_path / "served" / "run_settings.json").read_text())
     assert settings == {"base_url": url, "model": tiny_videopanda_dir.name, "video_as": "file_url",
                         "max_new_tokens": 5, "benchmark": qa_set.name}
@@ -90,8 +94,9 @@ def test_endpoint_run_against_videopanda_serve_equals_the_local_run(qa_set, tiny
 
 def test_video_url_sends_the_file_inline(qa_set, scripted_openai_server, tmp_path):
     server = scripted_openai_server(lambda body, n: ("ok", f" reply {n} "))
+    # 'gone' and 'broken' stay unanswered
     assert main(["eval", "run", "--endpoint", server.base_url, "--endpoint-model", "m", *source(qa_set),
-                 "--max-new-tokens", "7", "--workers", "3", "--output-dir", str(tmp_path)]) == 1  # 'gone' and 'broken' stay unanswered
+                 "--max-new-tokens", "7", "--workers", "3", "--output-dir", str(tmp_path)]) == 1
     assert len(server.requests) == 4
     by_question = {r["messages"][0]["content"][1]["text"]: r for r in server.requests}
     body = by_question["what happens in clip1, take 1?"]
@@ -113,7 +118,7 @@ def test_frames_are_the_sampled_frames_as_jpeg_images(qa_set, scripted_openai_se
     parts = server.requests[0]["messages"][0]["content"]
     assert [p["type"] for p in parts] == ["image_url"] * 4 + ["text"]
     expected = read_video_frames(qa_set / "videos" / "clip0.mp4", num_frames=4)  # (4, 48, 64, 3)
-    for part, frame in zip(parts, expected):
+    for part, frame in zip(parts[:-1], expected, strict=True):  # the last part is the question
         head, data = part["image_url"]["url"].split(",", 1)
         image = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
         assert head == "data:image/jpeg;base64" and image.shape == frame.shape

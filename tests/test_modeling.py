@@ -51,7 +51,8 @@ def test_mixed_batch_forward_backward_reaches_every_part(tiny, mixed_batch):
     assert torch.isfinite(out.loss) and out.distill_loss is None and torch.equal(out.loss, out.lm_loss)
     out.loss.backward()
     for prefix in ("stab.", "projector.", "language_model."):
-        assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n.startswith(prefix))
+        part = [p for n, p in model.named_parameters() if n.startswith(prefix)]
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part)
 
 
 def test_loss_on_kept_logits_equals_the_loss_on_all_logits(tiny, mixed_batch):
@@ -62,7 +63,9 @@ def test_loss_on_kept_logits_equals_the_loss_on_all_logits(tiny, mixed_batch):
     full = model(**{k: v for k, v in mixed_batch.items() if k != "labels"}).logits  # (B, L, V)
     assert full.shape[:2] == labels.shape
     targets = labels[:, 1:].masked_fill(mixed_batch["input_ids"][:, 1:] == model.config.image_token_id, -100)
-    expected = torch.nn.functional.cross_entropy(full[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    expected = torch.nn.functional.cross_entropy(
+        full[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100
+    )
     assert 0 < len(out.logit_positions) < labels.shape[1] - 1
     assert torch.allclose(out.loss, expected, atol=1e-5)
     assert torch.allclose(out.logits, full[:, out.logit_positions], atol=1e-5)
@@ -142,7 +145,8 @@ def test_placeholder_mismatch_names_both_counts(tiny, smollm2_tokenizer):
     expected = int((batch["input_ids"] == model.config.image_token_id).sum())
     first = int((batch["input_ids"][0] == model.config.image_token_id).nonzero()[0])
     batch["input_ids"][0, first] = smollm2_tokenizer.pad_token_id  # one placeholder too few
-    with pytest.raises(ValueError, match=rf"holds {expected - 1} image placeholder positions but the frames give {expected}"):
+    message = rf"holds {expected - 1} image placeholder positions but the frames give {expected}"
+    with pytest.raises(ValueError, match=message):
         model(**batch)
 
 
@@ -168,7 +172,9 @@ def test_distillation_loss_falls_and_skips_empty_frames(tiny, smollm2_tokenizer)
 def test_distillation_of_frames_without_content_is_zero(tiny, smollm2_tokenizer):
     model, processor = tiny
     batch = VideoPandaCollator(smollm2_tokenizer.pad_token_id)([processor.encode(QA, video(64, 128))])
-    out = model(**batch, teacher_features=torch.zeros(0, 16), teacher_patches_per_frame=torch.zeros(8, dtype=torch.long))
+    out = model(
+        **batch, teacher_features=torch.zeros(0, 16), teacher_patches_per_frame=torch.zeros(8, dtype=torch.long)
+    )
     assert out.distill_loss.item() == 0.0
     with pytest.raises(ValueError, match=r"student patch grids give \[8, 8, 8, 8, 8, 8, 8, 8\]"):
         model(**batch, teacher_features=torch.zeros(70, 16), teacher_patches_per_frame=torch.full((8,), 9))

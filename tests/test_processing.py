@@ -11,7 +11,9 @@ from videopanda.data.conversation import VICUNA_SYSTEM, ConversationError, Turn
 from videopanda.data.processing_videopanda import SampleTooLongError, VideoPandaProcessor
 from videopanda.data.transform import preprocess_frames
 
-TWO_TURNS = [Turn("user", "What colour?"), Turn("assistant", "red"), Turn("user", "Shape?"), Turn("assistant", "square")]
+TWO_TURNS = [
+    Turn("user", "What colour?"), Turn("assistant", "red"), Turn("user", "Shape?"), Turn("assistant", "square")
+]
 QA = [Turn("user", "<video>\nWhat colour?"), Turn("assistant", "red")]
 
 
@@ -28,7 +30,7 @@ def config(smollm2_tokenizer):
 def expected_ids_and_labels(tokenizer, pieces):
     """Hand-split text: (text, learned) pieces tokenised one by one (their boundaries never merge)."""
     ids = [tokenizer(text, add_special_tokens=False).input_ids for text, _ in pieces]
-    labels = [piece if learned else [-100] * len(piece) for piece, (_, learned) in zip(ids, pieces)]
+    labels = [piece if learned else [-100] * len(piece) for piece, (_, learned) in zip(ids, pieces, strict=True)]
     return torch.tensor(sum(ids, [])), torch.tensor(sum(labels, []))
 
 
@@ -45,7 +47,8 @@ def expected_ids_and_labels(tokenizer, pieces):
     ]),
 ])
 def test_labels_exactly_on_replies_and_end_of_turn(smollm2_tokenizer, config, template, pieces):
-    processor = VideoPandaProcessor(smollm2_tokenizer, config, template=template, system=None if "vicuna" in template else "S")
+    system = None if "vicuna" in template else "S"
+    processor = VideoPandaProcessor(smollm2_tokenizer, config, template=template, system=system)
     sample = processor.encode_conversation(TWO_TURNS)
     input_ids, labels = expected_ids_and_labels(smollm2_tokenizer, pieces)
     assert sample.input_ids.tolist() == input_ids.tolist()
@@ -111,7 +114,8 @@ def test_max_length_rejects_visual_cut_and_truncates_text(smollm2_tokenizer, con
 
 def test_batch_prompts_are_left_padded_with_generation_prompt(smollm2_tokenizer, config):
     processor = VideoPandaProcessor(smollm2_tokenizer, config, template="vicuna_v1_eval")
-    batch = processor.batch_prompts(["<video>\nWhat happens in this long video clip?", "Hi"], [visuals(8, 64, 128), None])
+    questions = ["<video>\nWhat happens in this long video clip?", "Hi"]
+    batch = processor.batch_prompts(questions, [visuals(8, 64, 128), None])
     ids, mask = batch["input_ids"], batch["attention_mask"]
     assert ids.shape == mask.shape and ids.shape[0] == 2 and "labels" not in batch
     assert mask[:, -1].all() and not mask[1, 0]  # left padding: every prompt ends at the last column

@@ -27,9 +27,8 @@ def write_tokenizer(directory):
     vocab = {word: i for i, word in enumerate(WORDS)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>").save_pretrained(
-        directory
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    tokenizer.save_pretrained(directory)
 
 
 def release_config_json():
@@ -98,7 +97,8 @@ def test_release_shards_load_with_the_image_row_added(fmt, source_model, tmp_pat
     assert (config.num_frames, config.chunk_length, config.lsd_stride) == (8, 4, 2)  # release defaults
     assert config.image_token_id == len(WORDS) and config.text_config.vocab_size == len(WORDS) + 1
     assert model.distill_head.layer_indices == source_model.distill_head.layer_indices
-    assert set(teacher) == set(TEACHER) and torch.equal(teacher["embeddings.class_embedding"], TEACHER["embeddings.class_embedding"])
+    assert set(teacher) == set(TEACHER)
+    assert torch.equal(teacher["embeddings.class_embedding"], TEACHER["embeddings.class_embedding"])
     ours = model.state_dict()
     grown = ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight")  # + the <image> row
     for name, tensor in source_model.state_dict().items():
@@ -113,8 +113,8 @@ def test_release_shards_load_with_the_image_row_added(fmt, source_model, tmp_pat
 
 def test_export_then_load_gives_identical_logits(source_model, tmp_path):
     model, teacher = load_release_checkpoint(write_release(tmp_path / "release", source_model, "safetensors"))
-    export_release_checkpoint(model, tmp_path / "exported", teacher=teacher, tokenizer=load_tokenizer(tmp_path / "release"),
-                              max_shard_size="100KB")
+    export_release_checkpoint(model, tmp_path / "exported", teacher=teacher,
+                              tokenizer=load_tokenizer(tmp_path / "release"), max_shard_size="100KB")
     shards = sorted(p.name for p in (tmp_path / "exported").glob("model-*-of-*.safetensors"))
     assert len(shards) > 1 and (tmp_path / "exported" / "model.safetensors.index.json").is_file()
     written = json.loads((tmp_path / "exported" / "config.json").read_text())
@@ -139,7 +139,8 @@ def test_unknown_and_missing_keys_are_listed(source_model, tmp_path):
     first = release / "model-00001-of-00002.safetensors"
     state = load_file(str(first))
     dropped = next(n for n in state if n.startswith("model.layers."))
-    save_file({**{n: t for n, t in state.items() if n != dropped}, "model.extra_head.weight": torch.zeros(2)}, str(first))
+    kept = {n: t for n, t in state.items() if n != dropped}
+    save_file({**kept, "model.extra_head.weight": torch.zeros(2)}, str(first))
     index = json.loads((release / "model.safetensors.index.json").read_text())
     index["weight_map"]["model.extra_head.weight"] = first.name
     (release / "model.safetensors.index.json").write_text(json.dumps(index))

@@ -96,7 +96,7 @@ def release_run(tmp_path):
                "{'pred': 'yes', 'score': '3'}", "{'pred': 'yes'}"]  # the last: a reply without a score
     predictions = [{"id": it.id, "question": it.question, "answer": it.answer, "pred": it.pred} for it in items(6)]
     write_jsonl(run / "merge.jsonl", predictions)
-    for record, reply in zip(predictions, replies):
+    for record, reply in zip(predictions, replies, strict=False):  # the sixth item was never judged
         release_write_item(run / "gpt3", record["id"], reply,
                            {"q": record["question"], "a": record["answer"], "pred": record["pred"]})
     accuracy, average = release_combine(run / "gpt3", run / "results.json")

@@ -55,7 +55,8 @@ def test_layout_matches_the_seed(dataset):
             assert item["conversations"][0]["from"] == "human"
             assert item["conversations"][0]["value"].startswith("<video>\n")
             assert [t["from"] for t in item["conversations"]] == ["human", "gpt"] * (len(item["conversations"]) // 2)
-    assert {Path(i["video"]).parts[0] for i in json.loads((dataset / "train/train_json/valley_synth.json").read_text())} == {"valley"}
+    captions = json.loads((dataset / "train/train_json/valley_synth.json").read_text())
+    assert {Path(i["video"]).parts[0] for i in captions} == {"valley"}
     test_q = json.loads((dataset / QA_DIR / "test_q.json").read_text())
     test_a = json.loads((dataset / QA_DIR / "test_a.json").read_text())
     assert [q["question_id"] for q in test_q] == [a["question_id"] for a in test_a]
@@ -152,7 +153,7 @@ def test_answers_agree_with_the_decoded_frames(dataset):
     qa_dir = dataset / QA_DIR
     test_q = json.loads((qa_dir / "test_q.json").read_text())
     test_a = json.loads((qa_dir / "test_a.json").read_text())
-    for question, answer in zip(test_q, test_a):
+    for question, answer in zip(test_q, test_a, strict=True):
         frames = read_video_frames(find_video_file(qa_dir / "videos", question["video_name"]))
         got = answer_from_pixels(frames, question["question"], answer["type"])
         assert got == answer["answer"], (question, answer)
@@ -161,7 +162,7 @@ def test_answers_agree_with_the_decoded_frames(dataset):
 def test_order_answers_are_named_in_their_question(dataset):
     test_q = json.loads((dataset / QA_DIR / "test_q.json").read_text())
     test_a = json.loads((dataset / QA_DIR / "test_a.json").read_text())
-    for question, answer in zip(test_q, test_a):
+    for question, answer in zip(test_q, test_a, strict=True):
         if answer["type"] == "order":
             named = [c for c in PALETTE if f"the {c} one" in question["question"]]
             assert len(named) == NUM_OPTIONS["order"] and answer["answer"] in named

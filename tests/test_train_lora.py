@@ -23,7 +23,8 @@ from videopanda.train.lora import ADAPTER_DIR, NON_LLM_WEIGHTS, load_lora_output
 from videopanda.train.run import train_stage
 
 LORA_CONFIG = REPO_ROOT / "configs" / "finetune_lora.yaml"  # the shipped config, sized down by overrides
-LORA = {"gradient_accumulation_steps": 1, "data.num_workers": 0, "model.lora.r": 4, "model.lora.alpha": 8, "model.lora.dropout": 0.0, "optim.lr": 2e-2}
+LORA = {"gradient_accumulation_steps": 1, "data.num_workers": 0, "model.lora.r": 4, "model.lora.alpha": 8,
+        "model.lora.dropout": 0.0, "optim.lr": 2e-2}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,9 @@ def test_merged_model_answers_exactly_as_the_unmerged_one(world, lora_run, make_
     unmerged, tokenizer = load_lora_output(lora_run, merge=False)
     unmerged.eval()
     changed = merged.state_dict()["language_model.model.layers.0.self_attn.q_proj.weight"]
-    original = load_file(str(world["prealigned"] / "model.safetensors"))["language_model.model.layers.0.self_attn.q_proj.weight"]
+    original = load_file(str(world["prealigned"] / "model.safetensors"))[
+        "language_model.model.layers.0.self_attn.q_proj.weight"
+    ]
     assert not torch.equal(changed, original)  # the adapter was folded in
 
     config = GenerationConfig(max_new_tokens=8, batch_size=2)

@@ -9,7 +9,9 @@ import torch
 
 from conftest import moving_square_frames, tiny_llama_config
 
-COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 255, 255), (0, 0, 0)]
+COLORS = [
+    (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 255, 255), (0, 0, 0)
+]
 # A tiny STAB: 56x56 student frames (2x2 LSD grid, 7 tokens per frame), 28x28 teacher frames.
 TINY_MODEL = {"stab_hidden_size": 32, "image_size": 56, "teacher_image_size": 28, "teacher_hidden_size": 32}
 
@@ -39,7 +41,8 @@ def write_tiny_teacher(directory: Path, seed: int = 0) -> Path:
         for param in teacher.parameters():
             param.normal_(0, 0.2)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps({"model_type": "LanguageBindVideo", "vision_config": config.to_dict()}))
+    config_json = {"model_type": "LanguageBindVideo", "vision_config": config.to_dict()}
+    (directory / "config.json").write_text(json.dumps(config_json))
     save_file({f"vision_model.{k}": v.contiguous() for k, v in teacher.state_dict().items()},
               str(directory / "model.safetensors"))
     return directory

@@ -103,7 +103,8 @@ def test_resize_matches_pil_bicubic_as_the_release_resizes():
     frame = np.kron(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))  # 480x640
     out = preprocess_frames(frame[None], num_frames=1)
     # student geometry: 640 -> 448, 480 -> ceil(224*480/640/14)*14*2 = 336, top = (16-12)//2*14*2 = 56
-    real = out.pixel_values[0, :3, 56:392] * torch.tensor(CLIP_STD).view(3, 1, 1) + torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std, mean = torch.tensor(CLIP_STD).view(3, 1, 1), torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    real = out.pixel_values[0, :3, 56:392] * std + mean
     pil = np.array(Image.fromarray(frame).resize((448, 336), Image.BICUBIC))
     diff = (real * 255 - torch.from_numpy(pil).permute(2, 0, 1).float()).abs()
     assert diff.max() < 2.01 and diff.mean() < 0.1  # within two uint8 levels of PIL, almost always equal

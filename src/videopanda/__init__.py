@@ -26,12 +26,13 @@ _EXPORTS = {
 }
 __all__ = ["__version__", *_EXPORTS]
 
-if TYPE_CHECKING:
-    from videopanda.data.processing_videopanda import VideoPandaProcessor
-    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
-    from videopanda.model.configuration_videopanda import VideoPandaConfig
-    from videopanda.model.llm import load_tokenizer
-    from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+if TYPE_CHECKING:  # the names for type checkers; ``as`` marks them re-exported
+    from videopanda.data.processing_videopanda import VideoPandaProcessor as VideoPandaProcessor
+    from videopanda.eval.predict import GenerationConfig as GenerationConfig
+    from videopanda.eval.predict import VideoPandaPredictor as VideoPandaPredictor
+    from videopanda.model.configuration_videopanda import VideoPandaConfig as VideoPandaConfig
+    from videopanda.model.llm import load_tokenizer as load_tokenizer
+    from videopanda.model.modeling_videopanda import VideoPandaForCausalLM as VideoPandaForCausalLM
 
 
 def __getattr__(name: str) -> Any:

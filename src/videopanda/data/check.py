@@ -160,14 +160,14 @@ def _plan_training_file(path: Path, root: Path, report: CheckReport, plan: _Plan
         except SKIPPABLE as err:
             _add_problem(report, plan, "annotation", item.source, None, f"{type(err).__name__}: {err}")
             continue
-        if parsed.media is None:
-            continue  # a text-only sample
         media = parsed.video or parsed.image  # resolved against DATA_ROOT/train, as training does
+        if parsed.media is None or media is None:
+            continue  # a text-only sample
         if not media.is_file() and (root / parsed.media).is_file():
             reason = f"{parsed.media!r} is relative to DATA_ROOT; training resolves media against DATA_ROOT/train"
             _add_problem(report, plan, "missing", item.source, str(media), reason)
             continue
-        kind = "video" if parsed.video is not None else "image"
+        kind: Literal["video", "image"] = "video" if parsed.video is not None else "image"
         _plan_media(report, plan, item.source, MediaJob(kind, str(media), parsed.clip))
 
 

@@ -45,24 +45,31 @@ class VideoPandaCollator:
             "input_ids": self._stack([s.input_ids for s in samples], length, self.pad_token_id),
             "attention_mask": self._stack([torch.ones_like(s.input_ids) for s in samples], length, 0),
         }
-        if all(s.labels is not None for s in samples):
-            batch["labels"] = self._stack([s.labels for s in samples], length, IGNORE_INDEX)
+        labels = [s.labels for s in samples if s.labels is not None]
+        if len(labels) == len(samples):
+            batch["labels"] = self._stack(labels, length, IGNORE_INDEX)
         visual = [s for s in samples if s.pixel_values is not None]
         if visual:
             batch.update(self._frames(visual))
         return batch
 
     def _frames(self, visual: list[EncodedSample]) -> dict[str, Tensor | list[str]]:
+        pixels = [s.pixel_values for s in visual if s.pixel_values is not None]
+        chunks = [s.chunk_lengths for s in visual if s.chunk_lengths is not None]
+        if len(chunks) != len(visual):
+            raise ValueError("a sample with pixel_values has no chunk_lengths")
         frames: dict[str, Tensor | list[str]] = {
-            "pixel_values": torch.cat([s.pixel_values for s in visual]),  # (F, 4, S, S)
-            "chunk_lengths": torch.cat([s.chunk_lengths for s in visual]),  # (C,)
+            "pixel_values": torch.cat(pixels),  # (F, 4, S, S)
+            "chunk_lengths": torch.cat(chunks),  # (C,)
         }
         if self.with_teacher:
-            if any(s.teacher_pixel_values is None for s in visual):
+            teacher = [s.teacher_pixel_values for s in visual if s.teacher_pixel_values is not None]
+            if len(teacher) != len(visual):
                 raise ValueError("with_teacher=True but a sample has no teacher_pixel_values (dataset with_teacher)")
-            frames["teacher_pixel_values"] = torch.cat([s.teacher_pixel_values for s in visual])  # (F, 4, St, St)
-        if all(s.sample_key is not None for s in visual):
-            frames["sample_keys"] = [s.sample_key for s in visual]
+            frames["teacher_pixel_values"] = torch.cat(teacher)  # (F, 4, St, St)
+        keys = [s.sample_key for s in visual if s.sample_key is not None]
+        if len(keys) == len(visual):
+            frames["sample_keys"] = keys
         return frames
 
     def _stack(self, rows: list[Tensor], length: int, fill: int) -> Tensor:

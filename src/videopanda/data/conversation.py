@@ -15,8 +15,8 @@ with ``" {a}</s>"`` learned; a generation prompt ends with ``"ASSISTANT:"``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from dataclasses import Field, dataclass, replace
+from typing import Any, ClassVar, Literal, Protocol
 
 from transformers import PreTrainedTokenizerBase
 
@@ -29,9 +29,8 @@ VICUNA_EVAL_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
-_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
-
 Role = Literal["user", "assistant"]
+_ROLES: dict[str, Role] = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
 class ConversationError(ValueError):
@@ -58,13 +57,23 @@ def turns_from_annotation(conversation: object) -> list[Turn]:
     for i, turn in enumerate(conversation):
         if not isinstance(turn, dict):
             raise ConversationError(f"conversation turn {i} is not an object: {str(turn)[:80]!r}")
-        role = _ROLES.get(turn.get("from", turn.get("role")))
+        speaker = turn.get("from", turn.get("role"))
+        role = _ROLES.get(speaker) if isinstance(speaker, str) else None
         content = turn.get("value", turn.get("content"))
         if role is None or not isinstance(content, str):
             raise ConversationError(f"conversation turn {i} is malformed: {str(turn)[:80]!r}")
         messages.append(Turn(role, content))
     check_turns(messages, add_generation_prompt=False)
     return messages
+
+
+def chat_role(name: str) -> Role:
+    """A chat message's role as a turn's: "user" or "assistant" (anything else is a ConversationError)."""
+    if name == "user":
+        return "user"
+    if name == "assistant":
+        return "assistant"
+    raise ConversationError(f"a turn's role must be user or assistant, got {name!r}")
 
 
 def check_turns(messages: Sequence[Turn], add_generation_prompt: bool) -> None:
@@ -77,8 +86,13 @@ def check_turns(messages: Sequence[Turn], add_generation_prompt: bool) -> None:
 
 
 class Template(Protocol):
-    system: str | None
-    add_special_tokens: bool  # let the tokenizer add its BOS etc. when tokenising the rendered text
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # templates are dataclasses: ``replace`` makes variants
+
+    @property
+    def system(self) -> str | None: ...
+
+    @property
+    def add_special_tokens(self) -> bool: ...  # let the tokenizer add its BOS etc. when tokenising the rendered text
 
     def segments(
         self, messages: Sequence[Turn], tokenizer: PreTrainedTokenizerBase, add_generation_prompt: bool = False
@@ -159,7 +173,10 @@ class ChatTemplate:
     def _render(tokenizer: PreTrainedTokenizerBase, chat: list[dict], add_generation_prompt: bool = False) -> str:
         if not tokenizer.chat_template:
             raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no chat_template: use template 'vicuna_v1'")
-        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=add_generation_prompt)
+        text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=add_generation_prompt)
+        if not isinstance(text, str):
+            raise TypeError(f"apply_chat_template(tokenize=False) of {tokenizer.name_or_path!r} returned {type(text)}")
+        return text
 
 
 def _after(text: str, prefix: str, tokenizer: PreTrainedTokenizerBase) -> str:

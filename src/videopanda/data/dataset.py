@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import av
 import numpy as np
@@ -164,9 +164,13 @@ def _clip(item: dict) -> tuple[float, float] | None:
     if "start" not in item and "end" not in item:
         return None
     start, end = item.get("start"), item.get("end")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, end)) or not 0 <= start < end:
+    if not (_is_number(start) and _is_number(end) and 0 <= start < end):
         raise AnnotationError(f"clip needs numbers 0 <= start < end, got start={start!r} end={end!r}")
     return float(start), float(end)
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def flip_visuals(visuals: VisualInputs) -> VisualInputs:

@@ -18,6 +18,7 @@ stream) is a ``VideoDecodeError`` whose message starts with the path.
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -72,7 +73,7 @@ def find_video_file(video_dir: str | Path, name: str) -> Path | None:
 def probe_video(path: str | Path) -> VideoInfo:
     """Frame count and average fps (frames counted by demuxing when the container doesn't say)."""
     path = Path(path)
-    with _open(path) as container:
+    with closing(_open(path)) as container:
         return _probe(container, path)
 
 
@@ -89,7 +90,7 @@ def read_video_frames(
     if backend not in DECODE_BACKENDS:
         raise ValueError(f"unknown video decoding backend {backend!r}: choose one of {', '.join(DECODE_BACKENDS)}")
     path = Path(path)
-    with _open(path) as container:
+    with closing(_open(path)) as container:
         info = _probe(container, path)
         wanted = sample_frame_indices(info.frame_count, info.fps, num_frames, clip)
         if backend == "torchcodec":
@@ -191,12 +192,14 @@ def _decode_seeking(container: av.container.InputContainer, wanted: list[int], f
     (unreliable index): the caller then decodes sequentially.
     """
     stream = container.streams.video[0]
+    if stream.time_base is None:  # no timestamps to seek by
+        return None
     seconds_per_tick, start = float(stream.time_base), stream.start_time or 0
     frames: dict[int, np.ndarray] = {}
     decoder, index_now = None, -1
     for target in wanted:
         seeked = decoder is None or target - index_now > SEEK_GAP_FRAMES
-        if seeked:
+        if seeked or decoder is None:  # the first target always seeks
             container.seek(start + int(target / fps / seconds_per_tick), stream=stream, backward=True)
             decoder = container.decode(stream)
         for frame in decoder:
@@ -220,11 +223,16 @@ def _decode_torchcodec(path: Path, wanted: list[int]) -> _Decoded:
 
     try:
         decoder = VideoDecoder(str(path), seek_mode="exact", dimension_order="NHWC")
-        available = sorted({i for i in wanted if i < decoder.metadata.num_frames})
-        frames = decoder.get_frames_at(available).data.numpy() if available else []  # (T, H, W, 3) uint8
+        num_frames = decoder.metadata.num_frames
+        if num_frames is None:  # exact mode scans the file: no count means an unreadable stream
+            raise ValueError("no frame count")
+        available = sorted({i for i in wanted if i < num_frames})
+        frames: np.ndarray | list[np.ndarray] = (
+            decoder.get_frames_at(available).data.numpy() if available else []  # (T, H, W, 3) uint8
+        )
     except (RuntimeError, ValueError, IndexError) as err:
         raise VideoDecodeError(f"{path}: decoding failed ({err})") from err
-    return _Decoded(dict(zip(available, frames)), decoder.metadata.num_frames - 1)
+    return _Decoded(dict(zip(available, frames, strict=True)), num_frames - 1)
 
 
 def _assemble(decoded: _Decoded, wanted: list[int], frame_count: int, path: Path) -> np.ndarray:

@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from videopanda.data.collator import IGNORE_INDEX, VideoPandaCollator
 from videopanda.data.conversation import ConversationError, Segment, Turn, get_template
 from videopanda.data.transform import VisualInputs
-from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig
+from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig, image_token_id
 from videopanda.model.stab import frame_grid_hw, tokens_per_frame
 
 VIDEO_MARKER = "<video>"
@@ -53,6 +53,14 @@ class EncodedSample:
     sample_key: str | None = None  # the media (and clip) this sample shows: the teacher cache's key
 
 
+def decode_text(tokenizer: PreTrainedTokenizerBase, token_ids: Tensor | list[int], skip_special_tokens: bool) -> str:
+    """One sequence of token ids -> its text (``tokenizer.decode`` of a batch would give a list)."""
+    text = tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens)
+    if not isinstance(text, str):
+        raise ValueError("decode takes one sequence of token ids, not a batch")
+    return text
+
+
 class VideoPandaProcessor:
     """Turns conversations (training) and questions (inference) plus visuals into model inputs.
 
@@ -78,9 +86,7 @@ class VideoPandaProcessor:
         self.template = get_template(template, system)
         self.template_name = template
         self.max_length = max_length
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        if self.image_token_id in (None, tokenizer.unk_token_id):
-            raise ValueError(f"tokenizer has no {IMAGE_TOKEN} token: load it with videopanda.model.llm.load_tokenizer")
+        self.image_token_id = image_token_id(tokenizer)
         if config.image_token_id is not None and config.image_token_id != self.image_token_id:
             raise ValueError(
                 f"tokenizer's {IMAGE_TOKEN} id {self.image_token_id} differs from config.image_token_id "
@@ -97,6 +103,8 @@ class VideoPandaProcessor:
         turns = self._place_placeholders(conversation, visuals)
         input_ids, labels = self._tokenize(self.template.segments(turns, self.tokenizer))
         sample = self._with_visuals(input_ids, labels, visuals)
+        if sample.labels is None:  # _with_visuals keeps the labels it is given
+            raise RuntimeError("encoding a conversation lost its labels")
         sample.input_ids, sample.labels = self._fit_length(sample.input_ids, sample.labels)
         return sample
 
@@ -147,11 +155,12 @@ class VideoPandaProcessor:
             self.encode_prompt(_with_marker(_user_text([*h, Turn("user", q)]), turn), v)
             for q, v, h, turn in zip(questions, visuals, histories, visual_turns, strict=True)
         ]
-        return VideoPandaCollator(self.tokenizer.pad_token_id, padding_side="left")(samples)
+        batch = VideoPandaCollator(self.tokenizer.pad_token_id, padding_side="left")(samples)
+        return {key: value for key, value in batch.items() if isinstance(value, Tensor)}  # prompts carry no keys
 
-    def decode(self, token_ids: Tensor | Sequence[int]) -> str:
+    def decode(self, token_ids: Tensor | list[int]) -> str:
         """Generated ids -> the reply text, cut at the end-of-turn marker."""
-        text = self.tokenizer.decode(token_ids, skip_special_tokens=False)
+        text = decode_text(self.tokenizer, token_ids, skip_special_tokens=False)
         text = text.split(self.stop_string)[0]
         for special in self.tokenizer.all_special_tokens:
             text = text.replace(special, "")
@@ -173,7 +182,7 @@ class VideoPandaProcessor:
     def _place_placeholders(self, turns: Sequence[Turn], visuals: VisualInputs | None) -> list[Turn]:
         """Replace the visual marker by one placeholder per frame at the front of its (user) turn."""
         counts = [len(_MARKER.findall(t.text)) for t in turns]
-        if sum(counts) > 1 or any(c and t.role != "user" for c, t in zip(counts, turns)):
+        if sum(counts) > 1 or any(c and t.role != "user" for c, t in zip(counts, turns, strict=True)):
             raise ConversationError(f"expected at most one visual marker, in a user turn; got {counts} per turn")
         if visuals is None:
             if sum(counts):

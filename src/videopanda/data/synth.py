@@ -52,10 +52,12 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 }
 # Mid grey, exactly representable in GIF's palette, near the CLIP mean colour: it normalises to about 0,
 # so empty patches embed to about 0 and the visual tokens carry the objects rather than a constant
-# (measured on the quickstart's STAB at init: variance across videos 4% of the tokens' energy on black, 28% on grey).
+# (measured on the quickstart's STAB at init: variance across videos 4% of the tokens' energy on black,
+# 28% on grey).
 BACKGROUND = (109, 109, 85)
 SHAPES = ("circle", "square", "triangle")
-SIZES = {"big": 0.24, "small": 0.16}  # half-extent as a share of the short side; small still spans a 56-px frame's patch
+# Half-extent as a share of the short side; small still spans a 56-px frame's patch.
+SIZES = {"big": 0.24, "small": 0.16}
 DIRECTIONS = ("up", "down")
 COUNT_WORDS = ("one", "two", "three")
 FRAME_SIZES = {"wide": (72, 128), "tall": (128, 72), "square": (96, 96)}  # (H, W), even for 4:2:0 codecs
@@ -131,7 +133,9 @@ def sample_scene(rng: np.random.Generator, kind: SceneKind, aspect: str = "squar
     height, width = FRAME_SIZES[aspect]
     if kind == "order":
         colours = rng.choice(list(PALETTE), size=2, replace=False)
-        objects = tuple(_sample_object(rng, str(c), x_range=(x, x), moving=True) for c, x in zip(colours, (0.25, 0.75)))
+        objects = tuple(
+            _sample_object(rng, str(c), x_range=(x, x), moving=True) for c, x in zip(colours, (0.25, 0.75), strict=True)
+        )
         # Equal sizes: "which moves first" must not be answerable by size.
         size = str(rng.choice(list(SIZES)))
         objects = tuple(SceneObject(o.colour, o.shape, size, o.x, o.y0, o.y1) for o in objects)

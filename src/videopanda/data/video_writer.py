@@ -37,6 +37,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 8.0) -> Path:
     rate = Fraction(fps).limit_denominator(1000)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=rate)
+        if not isinstance(stream, av.VideoStream):  # every codec in CONTAINER_CODECS is a video codec
+            raise TypeError(f"{codec} did not open a video stream")
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
             stream.options = {"preset": "ultrafast", "crf": "18"}

@@ -17,18 +17,22 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import yaml
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteriaList
 
-from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, Turn, inference_template
+from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, Turn, chat_role, inference_template
 from videopanda.data.decode import read_video_frames
-from videopanda.data.processing_videopanda import VideoPandaProcessor
+from videopanda.data.processing_videopanda import VideoPandaProcessor, decode_text
 from videopanda.data.transform import VisualInputs, preprocess_frames, preprocess_image
 from videopanda.eval.generation import GenerationRequest, GenerationResult, RowMonitor
 from videopanda.runtime import Precision, resolve_device, resolve_precision
+
+if TYPE_CHECKING:
+    from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 
 logger = logging.getLogger(__name__)
 TRAIN_CONFIG_NAME = "train_config.yaml"  # written by training beside the model (train.run.CONFIG_NAME)
@@ -98,20 +102,21 @@ class VideoPandaPredictor:
 
         target = resolve_device(device)
         precision = resolve_precision(dtype, target)
-        model = VideoPandaForCausalLM.from_pretrained(model_dir, dtype=precision.torch_dtype).to(target)
+        model = VideoPandaForCausalLM.from_pretrained(model_dir, dtype=precision.torch_dtype)
+        model = model.to(target)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides the bound self
         template = config.template or model_template(model_dir, model.config)
         processor = VideoPandaProcessor(load_tokenizer(model_dir), model.config, template=template)
         return cls(model, processor, config, precision)
 
     @classmethod
     def for_model(
-        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: GenerationConfig,
+        cls, model: VideoPandaForCausalLM, tokenizer: PreTrainedTokenizerBase, config: GenerationConfig,
         precision: Precision,
     ) -> VideoPandaPredictor:
         """A predictor around an in-memory model (the quickstart's), answering as ``from_pretrained`` of its
         saved directory would: a copy in ``precision`` when the model's weights are in another dtype."""
         if model.dtype != precision.torch_dtype:
-            model = copy.deepcopy(model).to(precision.torch_dtype)
+            model = copy.deepcopy(model).to(precision.torch_dtype)  # type: ignore[arg-type]  # as in from_pretrained
         template = config.template or model_template("", model.config)
         return cls(model, VideoPandaProcessor(tokenizer, model.config, template=template), config, precision)
 
@@ -180,7 +185,7 @@ class VideoPandaPredictor:
         limits = [r.max_new_tokens or self.config.max_new_tokens for r in requests]
         monitor = RowMonitor(
             requests, limits, 0, self.processor.decode,  # 0: generating from embeddings yields only new ids
-            lambda ids: tokenizer.decode(ids, skip_special_tokens=False), _eos_ids(self.model),
+            lambda ids: decode_text(tokenizer, ids, skip_special_tokens=False), _eos_ids(self.model),
             self.processor.stop_string,
         )
         new_tokens = self.model.generate(
@@ -229,7 +234,7 @@ class ChatLLM:
         """``[{"role", "content"}, ...]`` -> the assistant's greedy reply."""
         *history, last = messages
         system = "\n".join(m["content"] for m in history if m["role"] == "system") or None
-        turns = [Turn(m["role"], m["content"]) for m in history if m["role"] != "system"]
+        turns = [Turn(chat_role(m["role"]), m["content"]) for m in history if m["role"] != "system"]
         request = GenerationRequest(last["content"], history=turns, system=system, max_new_tokens=max_new_tokens)
         return self.generate([request])[0].text
 
@@ -244,14 +249,15 @@ class ChatLLM:
                                  add_special_tokens=False)
         input_ids = encoded["input_ids"].to(self.model.device)  # (B, L)
         limits = [r.max_new_tokens or 256 for r in requests]
-        decode = self.tokenizer.decode
+        tokenizer = self.tokenizer
         monitor = RowMonitor(
-            requests, limits, input_ids.shape[1], lambda ids: decode(ids, skip_special_tokens=True).strip(),
-            lambda ids: decode(ids, skip_special_tokens=False), _eos_ids(self.model), None,
+            requests, limits, input_ids.shape[1], lambda ids: decode_text(tokenizer, ids, True).strip(),
+            lambda ids: decode_text(tokenizer, ids, False), _eos_ids(self.model), None,
         )
         output = self.model.generate(
             input_ids, attention_mask=encoded["attention_mask"].to(self.model.device), max_new_tokens=max(limits),
-            do_sample=False, pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=StoppingCriteriaList([monitor]),
+            do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([monitor]),
         )  # (B, L + T_new)
         return monitor.results(output[:, input_ids.shape[1] :], encoded["attention_mask"])
 

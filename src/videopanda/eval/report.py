@@ -60,7 +60,8 @@ def _our_row(data: dict[str, Any], run_dir: Path) -> ResultRow:
     try:
         judge = data["judge"]
         return ResultRow(
-            benchmark=data.get("benchmark") or run_dir.parent.parent.name, model=data.get("model") or run_dir.parent.name,
+            benchmark=data.get("benchmark") or run_dir.parent.parent.name,
+            model=data.get("model") or run_dir.parent.name,
             judge=f"{judge['backend']}:{judge['model']}@{judge['prompt_hash'][:8]}",
             accuracy=_percent(data.get("accuracy")), accuracy_all=_percent(data.get("accuracy_all")),
             score=data.get("mean_score"), score_release=data.get("mean_score_truncated"),

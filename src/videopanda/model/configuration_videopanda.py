@@ -6,11 +6,22 @@ frames, patch 14, LSD stride 2, chunks of 4 frames, 8 frames per video).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import AutoConfig, PretrainedConfig
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 IMAGE_TOKEN = "<image>"  # one placeholder per frame in prompts; expanded to that frame's token count
+
+
+def image_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id of ``IMAGE_TOKEN`` in ``tokenizer``; a tokenizer without it is a ValueError."""
+    token_id = tokenizer.get_vocab().get(IMAGE_TOKEN)
+    if token_id is None:
+        raise ValueError(f"tokenizer has no {IMAGE_TOKEN} token: load it with videopanda.model.llm.load_tokenizer")
+    return token_id
 
 
 class VideoPandaConfig(PretrainedConfig):
@@ -43,7 +54,7 @@ class VideoPandaConfig(PretrainedConfig):
             text_config = dict(text_config)
             model_type = text_config.pop("model_type", "llama")
             text_config = AutoConfig.for_model(model_type, **text_config)
-        self.text_config = text_config
+        self.text_config: PretrainedConfig | None = text_config
         self.stab_hidden_size = stab_hidden_size
         self.stab_num_heads = stab_num_heads
         self.stab_dropout = stab_dropout
@@ -74,8 +85,15 @@ class VideoPandaConfig(PretrainedConfig):
             raise ValueError(f"stab_hidden_size={self.stab_hidden_size} must divide into {self.stab_num_heads} heads")
 
     @property
+    def llm_config(self) -> PretrainedConfig:
+        """The wrapped LLM's config (``text_config``), which every model needs."""
+        if self.text_config is None:
+            raise ValueError("this VideoPandaConfig has no text_config (the wrapped LLM's config)")
+        return self.text_config
+
+    @property
     def llm_hidden_size(self) -> int:
-        return self.text_config.hidden_size
+        return self.llm_config.hidden_size
 
 
 # Known to ``AutoConfig`` (and so to ``AutoTokenizer`` reading a model directory, which otherwise falls back

@@ -44,7 +44,7 @@ class DistillationHead(nn.Module):
     def __init__(self, config: VideoPandaConfig) -> None:
         super().__init__()
         llm_width, teacher_width = config.llm_hidden_size, config.teacher_hidden_size
-        self.layer_indices = selected_layer_indices(config.text_config.num_hidden_layers, config.distill_layer_rate)
+        self.layer_indices = selected_layer_indices(config.llm_config.num_hidden_layers, config.distill_layer_rate)
         self.num_heads = config.distill_num_heads
         self.scale = teacher_width**-0.5
         self.norm_layer = nn.ModuleList(
@@ -61,7 +61,8 @@ class DistillationHead(nn.Module):
                 f"hidden_states must be (N, {len(self.layer_indices)}, D) for entries {self.layer_indices}, "
                 f"got {tuple(hidden_states.shape)}"
             )
-        projected = torch.stack([layer(hidden_states[:, j]) for j, layer in enumerate(self.norm_layer)], 1)  # (N, K, Dt)
+        # (N, K, Dt)
+        projected = torch.stack([layer(hidden_states[:, j]) for j, layer in enumerate(self.norm_layer)], 1)
         num_tokens, _, width = projected.shape
         heads = projected.view(num_tokens, -1, self.num_heads, width // self.num_heads).transpose(1, 2)  # (N, H, K, hd)
         query, keys = heads[:, :, :1], heads[:, :, 1:]

@@ -13,21 +13,27 @@ the projected features are written there with one ``masked_scatter``.
 
 from __future__ import annotations
 
+import functools
+import operator
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
-from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig
+from videopanda.model.configuration_videopanda import VideoPandaConfig, image_token_id
 from videopanda.model.distill import DistillationHead
 from videopanda.model.llm import load_llm, load_tokenizer, resize_for_tokenizer
 from videopanda.model.projector import build_projector
 from videopanda.model.stab import STAB, tokens_per_frame
 from videopanda.model.weights import check_weight_files
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11
 
 
 class VideoFeatures(NamedTuple):
@@ -49,17 +55,21 @@ class VideoPandaOutput(ModelOutput):
 
 class VideoPandaPreTrainedModel(PreTrainedModel):
     config_class = VideoPandaConfig
+    config: VideoPandaConfig
     base_model_prefix = ""
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["STAB"]
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path | None, *args: Any, **kwargs: Any):
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike[str] | None, *args: Any, **kwargs: Any
+    ) -> Self:
         """A local model directory (nothing is fetched from a model hub), or ``None`` with ``config=``."""
-        if pretrained_model_name_or_path is not None and not Path(pretrained_model_name_or_path, "config.json").is_file():
+        directory = pretrained_model_name_or_path
+        if directory is not None and not Path(directory, "config.json").is_file():
             raise FileNotFoundError(
-                f"model directory {pretrained_model_name_or_path} not found (or without config.json): give a "
+                f"model directory {directory} not found (or without config.json): give a "
                 "directory written by training, `videopanda convert` or save_pretrained"
             )
         if pretrained_model_name_or_path is not None:
@@ -74,12 +84,15 @@ class VideoPandaPreTrainedModel(PreTrainedModel):
         skip tensors that were loaded. The STAB initialises itself in its constructor (with the
         release's zero-initialised branches) and every checkpoint holds it; the LLM inits itself.
         """
-        parts = [part for part in (self.projector, getattr(self, "distill_head", None)) if part is not None]
-        if hasattr(module, "reset_parameters") and any(module is m for part in parts for m in part.modules()):
-            module.reset_parameters()
+        parts = [part for part in (self.projector, getattr(self, "distill_head", None)) if isinstance(part, nn.Module)]
+        reset_parameters = getattr(module, "reset_parameters", None)
+        if callable(reset_parameters) and any(module is m for part in parts for m in part.modules()):
+            reset_parameters()
 
 
 class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
+    language_model: Any  # a transformers causal LM, or a PEFT model wrapping one (LoRA training)
+
     def __init__(self, config: VideoPandaConfig, language_model: PreTrainedModel | None = None) -> None:
         super().__init__(config)
         self.stab = STAB(config)
@@ -98,12 +111,10 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         LLM's embeddings grow to the tokenizer's vocabulary with zero new rows.
         ``config_kwargs`` are ``VideoPandaConfig`` fields (STAB geometry, distillation).
         """
-        if IMAGE_TOKEN not in tokenizer.get_vocab():
-            raise ValueError(f"tokenizer has no {IMAGE_TOKEN} token: load it with videopanda.model.llm.load_tokenizer")
+        token_id = image_token_id(tokenizer)
         resize_for_tokenizer(language_model, tokenizer)
         attention = language_model.config._attn_implementation
-        image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        config = VideoPandaConfig(text_config=language_model.config, image_token_id=image_token_id, **config_kwargs)
+        config = VideoPandaConfig(text_config=language_model.config, image_token_id=token_id, **config_kwargs)
         config._attn_implementation = attention  # the composite config's init resets it on its sub-config
         return cls(config, language_model=language_model)
 
@@ -120,7 +131,9 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         """pixel_values (F, 4, S, S), chunk_lengths (C,) -> projected tokens (N, D) + counts."""
         stab_out = self.stab(pixel_values.to(self.stab.patch_embedding.weight.dtype), chunk_lengths)
         return VideoFeatures(
-            embeddings=self.projector(stab_out.tokens), tokens_per_frame=stab_out.tokens_per_frame, grid_hw=stab_out.grid_hw
+            embeddings=self.projector(stab_out.tokens),
+            tokens_per_frame=stab_out.tokens_per_frame,
+            grid_hw=stab_out.grid_hw,
         )
 
     def placeholder_mask(self, input_ids: Tensor) -> Tensor:
@@ -170,6 +183,8 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         """
         video = None
         if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("forward needs input_ids or inputs_embeds")
             video = self._video_features_or_none(pixel_values, chunk_lengths)
             inputs_embeds = self.embed_inputs(input_ids, video)
         distill = self.distill_head is not None and teacher_features is not None and video is not None
@@ -185,7 +200,7 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
             output_hidden_states=bool(output_hidden_states or distill), **kwargs,
         )
         lm_loss, distill_loss = out.loss, None
-        if distill:
+        if distill and input_ids is not None and video is not None and teacher_features is not None:  # all implied
             if teacher_patches_per_frame is None:
                 raise ValueError("teacher_features need teacher_patches_per_frame (F,) to tell the frames apart")
             placeholder = self.placeholder_mask(input_ids)  # (B, L)
@@ -193,13 +208,16 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
                 out.hidden_states, placeholder, video.grid_hw, teacher_features, teacher_patches_per_frame
             )
         losses = [x for x in (lm_loss, distill_loss) if x is not None]
+        loss = functools.reduce(operator.add, losses) if losses else None
         return VideoPandaOutput(
-            loss=sum(losses) if losses else None, lm_loss=lm_loss, distill_loss=distill_loss, logits=out.logits,
+            loss=loss, lm_loss=lm_loss, distill_loss=distill_loss, logits=out.logits,
             logit_positions=logit_positions, cache=out.cache,
             hidden_states=out.hidden_states if output_hidden_states else None,
         )
 
-    def _video_features_or_none(self, pixel_values: Tensor | None, chunk_lengths: Tensor | None) -> VideoFeatures | None:
+    def _video_features_or_none(
+        self, pixel_values: Tensor | None, chunk_lengths: Tensor | None
+    ) -> VideoFeatures | None:
         if pixel_values is None or pixel_values.shape[0] == 0:
             return None
         if chunk_lengths is None:
@@ -219,6 +237,8 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         hidden_states: L+1 entries of (B, L, D); placeholder (B, L) bool; grid_hw (F, 2);
         teacher_features (N_t, Dt), teacher_patches_per_frame (F,) (0 for frames without content).
         """
+        if self.distill_head is None:
+            raise ValueError("the model has no distillation head (config.use_distillation is False)")
         if teacher_patches_per_frame.shape != grid_hw.shape[:1]:
             raise ValueError(
                 f"teacher_patches_per_frame {tuple(teacher_patches_per_frame.shape)} must give one count per frame "
@@ -229,7 +249,8 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
             return hidden_states[-1].sum() * 0  # no real frame: zero loss, still part of the graph
         is_patch, frame_of_token = patch_token_mask(grid_hw)  # (N,), (N,)
         keep = is_patch & real[frame_of_token]
-        student = torch.stack([hidden_states[i][placeholder][keep] for i in self.distill_head.layer_indices], 1)  # (P, K, D)
+        layers = self.distill_head.layer_indices
+        student = torch.stack([hidden_states[i][placeholder][keep] for i in layers], 1)  # (P, K, D)
         grid_hw = grid_hw[real]
         factor = self._student_to_teacher_factor()
         if factor > 1:
@@ -270,7 +291,9 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         generate_kwargs.setdefault("do_sample", False)
         if self.config.image_token_id is not None:
             generate_kwargs.setdefault("suppress_tokens", [self.config.image_token_id])
-        return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)
+        return self.language_model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
+        )
 
 
 def build_videopanda(
@@ -282,7 +305,7 @@ def build_videopanda(
     """
     tokenizer = load_tokenizer(llm)
     model = VideoPandaForCausalLM.from_llm(load_llm(llm, dtype), tokenizer, **config_kwargs)
-    return model.to(dtype), tokenizer
+    return model.to(dtype), tokenizer  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides the bound self
 
 
 def positions_with_targets(labels: Tensor) -> tuple[Tensor, Tensor]:

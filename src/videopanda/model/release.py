@@ -35,7 +35,7 @@ from tqdm import tqdm
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE
-from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig
+from videopanda.model.configuration_videopanda import VideoPandaConfig, image_token_id
 from videopanda.model.convert import check_keys, ours_to_release, release_to_ours
 from videopanda.model.distill import selected_layer_indices
 from videopanda.model.llm import load_tokenizer, resize_for_tokenizer
@@ -75,10 +75,11 @@ def load_release_checkpoint(
     dtype = dtype or converted.model["language_model.model.embed_tokens.weight"].dtype
     model = VideoPandaForCausalLM.from_pretrained(None, config=config, state_dict=converted.model, dtype=dtype)
     resize_for_tokenizer(model.language_model, tokenizer)
-    model.config.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    model.config.image_token_id = image_token_id(tokenizer)
     model.config.prompt_template = RELEASE_INFERENCE_TEMPLATE  # the release's eval scripts prompt in this form
     logger.info("loaded release checkpoint %s (%d LLM layers, STAB width %d, teacher %s)", directory,
-                config.text_config.num_hidden_layers, config.stab_hidden_size, "kept" if converted.teacher else "absent")
+                config.llm_config.num_hidden_layers, config.stab_hidden_size,
+                "kept" if converted.teacher else "absent")
     return model, converted.teacher or None
 
 
@@ -89,7 +90,7 @@ def export_release_checkpoint(
     tokenizer: PreTrainedTokenizerBase | None = None,
     max_shard_size: str | int = EXPORT_SHARD_SIZE,
 ) -> Path:
-    """Write ``model`` (and teacher weights, tokenizer) in the release layout: safetensors shards + index + config.json."""
+    """Write ``model`` (and teacher weights, tokenizer) in the release layout: shards, index, config.json."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     release = ours_to_release(model.state_dict(), teacher=teacher)
@@ -167,9 +168,9 @@ def release_config(values: dict[str, Any], state_dict: dict[str, Tensor], **over
 def release_config_dict(config: VideoPandaConfig) -> dict[str, Any]:
     """config.json of an exported directory: the LLM's fields, the release's mm_* keys, and ours."""
     ours = {k: v for k, v in config.to_diff_dict().items() if k in _our_fields()}
-    ours["text_model_type"] = config.text_config.model_type
+    ours["text_model_type"] = config.llm_config.model_type
     return {
-        **config.text_config.to_dict(),
+        **config.llm_config.to_dict(),
         "mm_hidden_size": config.stab_hidden_size,
         "mm_projector_type": "mlp2x_gelu",
         "mm_use_im_start_end": False,
@@ -185,8 +186,8 @@ def _geometry_from_weights(state_dict: dict[str, Tensor]) -> dict[str, Any]:
         raise ValueError("the checkpoint has no model.video_tower.patch_embedding.weight: not a Video-Panda checkpoint")
     params: dict[str, Any] = {"stab_hidden_size": patch.shape[0], "patch_size": patch.shape[-1]}
     if "distill_head.input_layer.weight" in state_dict:
-        num_layers = len({m.group(1) for k in state_dict if (m := re.match(r"language_model\.model\.layers\.(\d+)\.", k))})
-        num_selected = len({m.group(1) for k in state_dict if (m := re.match(r"distill_head\.norm_layer\.(\d+)\.", k))})
+        num_layers = _count_indices(state_dict, r"language_model\.model\.layers\.(\d+)\.")
+        num_selected = _count_indices(state_dict, r"distill_head\.norm_layer\.(\d+)\.")
         rate = num_layers // (num_selected - 1) if num_selected > 1 else num_layers + 1  # L, L-rate, ..., 0
         if len(selected_layer_indices(num_layers, rate)) != num_selected:
             raise ValueError(f"{num_selected} distillation layers fit no layer rate of a {num_layers}-layer LLM")
@@ -196,6 +197,11 @@ def _geometry_from_weights(state_dict: dict[str, Tensor]) -> dict[str, Any]:
             distill_layer_rate=rate,
         )
     return params
+
+
+def _count_indices(state_dict: dict[str, Tensor], pattern: str) -> int:
+    """How many distinct numbers ``pattern``'s group matches in the keys (layers of a stack)."""
+    return len({m.group(1) for k in state_dict if (m := re.match(pattern, k))})
 
 
 def _text_fields(values: dict[str, Any], model_type: str) -> dict[str, Any]:
@@ -209,7 +215,7 @@ def _our_fields() -> set[str]:
 
 
 def _tied_keys(config: VideoPandaConfig) -> tuple[str, ...]:
-    return ("language_model.lm_head.",) if config.text_config.tie_word_embeddings else ()
+    return ("language_model.lm_head.",) if config.llm_config.tie_word_embeddings else ()
 
 
 def _directory_tokenizer(directory: Path) -> PreTrainedTokenizerBase:

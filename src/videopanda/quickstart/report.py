@@ -65,6 +65,8 @@ def questions_note(results: QuickstartResults) -> str:
 def judge_note(results: QuickstartResults, out: Path) -> str:
     """What the local judge made of the final answers, and how to judge them with a capable model."""
     judge = results.judge
+    if judge is None:
+        raise ValueError("the quickstart ran no local judge: there is nothing to note")
     verdicts = f"{judge['judged']} of {judge['total']} final answers judged"
     if judge["judged"]:
         verdicts += f" (accuracy {_pct(judge['accuracy'])}%, mean score {judge['mean_score']:.2f})"

@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.quickstart.config import QuickstartConfig
 from videopanda.runtime import Precision
-from videopanda.train.config import DataConfig, ModelInit, OptimConfig, TeacherConfig, TrainConfig
+from videopanda.train.config import DataConfig, ModelInit, OptimConfig, StageName, TeacherConfig, TrainConfig
 from videopanda.train.run import assemble_stage, training_arguments, uses_lora
 from videopanda.train.stages import get_stage, group_learning_rates
 
@@ -28,7 +28,7 @@ INSTRUCTIONS = "train_json/videochatgpt_synth.json"
 
 
 def stage_config(
-    config: QuickstartConfig, stage: str, train_root: Path, runs_dir: Path, precision: Precision
+    config: QuickstartConfig, stage: StageName, train_root: Path, runs_dir: Path, precision: Precision
 ) -> TrainConfig:
     """The ``TrainConfig`` of one quickstart stage (captions for prealign/pretrain, QA for finetune)."""
     settings = config.stages[stage]

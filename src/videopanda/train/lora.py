@@ -64,8 +64,10 @@ def add_lora(model, settings: LoraSettings, quantized: bool = False, gradient_ch
     if quantized:
         llm = prepare_model_for_kbit_training(llm, use_gradient_checkpointing=gradient_checkpointing,
                                               gradient_checkpointing_kwargs={"use_reentrant": False})
-    peft_config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                             target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+    # peft annotates lora_alpha as int but only ever divides it (scaling = alpha / r): a float alpha works
+    peft_config = LoraConfig(r=settings.r, lora_alpha=settings.alpha,  # type: ignore[arg-type]
+                             lora_dropout=settings.dropout, target_modules=list(settings.target_modules),
+                             task_type="CAUSAL_LM")
     model.language_model = get_peft_model(llm, peft_config)
     logger.info("LoRA r=%d alpha=%g on %s of the LLM", settings.r, settings.alpha, ", ".join(settings.target_modules))
 

@@ -105,12 +105,15 @@ def apply_stage(model: nn.Module, rule: StageRule, distilling: bool, lora: bool 
     return trainable
 
 
-def group_learning_rates(rule: StageRule, lr: float | None = None, group_lr: dict[str, float] | None = None) -> dict[str, float]:
+def group_learning_rates(
+    rule: StageRule, lr: float | None = None, group_lr: dict[str, float] | None = None
+) -> dict[str, float]:
     """Rate per group name (``"default"`` for the rest): the stage's, then config overrides."""
     group_lr = dict(group_lr or {})
     unknown = sorted(set(group_lr) - {g.name for g in rule.groups})
     if unknown:
-        raise ValueError(f"optim.group_lr names {unknown}, stage {rule.name} has groups {[g.name for g in rule.groups]}")
+        groups = [g.name for g in rule.groups]
+        raise ValueError(f"optim.group_lr names {unknown}, stage {rule.name} has groups {groups}")
     rates = {"default": rule.lr if lr is None else lr}
     rates.update({g.name: group_lr.get(g.name, g.lr) for g in rule.groups})
     return rates

@@ -118,14 +118,18 @@ class TeacherFrames(Dataset):
         try:
             if item.video is not None:
                 frames, num_frames = read_video_frames(item.video, self.num_frames, item.clip), self.num_frames
-            else:
+            elif item.image is not None:
                 frames, num_frames = read_image(item.image), None
+            else:
+                raise ValueError(f"media item {item.key!r} has neither a video nor an image")
             visuals = preprocess_frames(
                 frames, image_size=size, teacher_image_size=size, patch_size=self.teacher.patch_size,
                 num_frames=num_frames, train=False, with_teacher=True,
             )
         except SKIPPABLE as err:
             return index, f"{type(err).__name__}: {err}"
+        if visuals.teacher_pixel_values is None:
+            raise RuntimeError("preprocess_frames(with_teacher=True) returned no teacher frames")
         return index, visuals.teacher_pixel_values
 
 
@@ -176,7 +180,8 @@ def shard_name(number: int) -> str:
 
 
 def _shard_tensors(
-    teacher: VideoTeacher, loader: DataLoader, items: Sequence[MediaItem], flips: bool, dtype: torch.dtype, progress: tqdm
+    teacher: VideoTeacher, loader: DataLoader, items: Sequence[MediaItem], flips: bool, dtype: torch.dtype,
+    progress: tqdm,
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Run the teacher over one shard: ``{entry.features, entry.patches}`` and ``{key: entry}`` / failures."""
     device = next(teacher.parameters()).device
@@ -196,7 +201,8 @@ def _shard_tensors(
             lengths = torch.tensor([len(x) for x in videos])  # each sample is one temporal run
             features, patches = teacher_patch_features(teacher, pixels, lengths)
             per_sample = patches.cpu().split(lengths.tolist())
-            for key, feats, counts in zip(keys, features.cpu().split([int(c.sum()) for c in per_sample]), per_sample):
+            per_sample_features = features.cpu().split([int(c.sum()) for c in per_sample])
+            for key, feats, counts in zip(keys, per_sample_features, per_sample, strict=True):
                 entry = str(len(entries))
                 tensors[f"{entry}.features"] = feats.to(dtype).contiguous()
                 tensors[f"{entry}.patches"] = counts.to(torch.int32)
@@ -322,10 +328,10 @@ class CachedTeacher:
         """batch["sample_keys"] (one per visual sample) -> (features (N_t, Dt), patches_per_frame (F,))."""
         if "sample_keys" not in batch:
             raise ValueError("the teacher cache needs sample_keys in the batch (dataset with_keys=True)")
-        features, patches = zip(*(self.cache.get(key) for key in batch["sample_keys"]))
-        patches = torch.cat(patches)
+        feature_rows, patch_counts = zip(*(self.cache.get(key) for key in batch["sample_keys"]), strict=True)
+        patches = torch.cat(patch_counts)
         frames = batch.get("pixel_values")
         if frames is not None and len(patches) != len(frames):
             raise ValueError(f"the teacher cache gives {len(patches)} frames for a batch of {len(frames)}")
         device = patches.device if frames is None else frames.device
-        return torch.cat(features).to(device), patches.to(device)
+        return torch.cat(feature_rows).to(device), patches.to(device)

@@ -9,13 +9,16 @@ batch's frames in order. The live teacher needs the teacher-scale frames
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
 
 from videopanda.model.configuration_videopanda import VideoPandaConfig
 from videopanda.train.config import TeacherConfig
+
+if TYPE_CHECKING:
+    from videopanda.model.teacher import VideoTeacher
 
 
 class TeacherSource(Protocol):
@@ -29,7 +32,7 @@ class TeacherSource(Protocol):
 class LiveTeacher:
     """Runs the frozen teacher on every batch (what the release does)."""
 
-    teacher: torch.nn.Module
+    teacher: VideoTeacher
     needs_frames: bool = True
     needs_keys: bool = False
 
@@ -43,13 +46,17 @@ class LiveTeacher:
         return teacher_patch_features(self.teacher, frames, batch["chunk_lengths"])
 
 
-def build_teacher_source(config: TeacherConfig, model_config: VideoPandaConfig, device: torch.device) -> TeacherSource:
+def build_teacher_source(
+    config: TeacherConfig, model_config: VideoPandaConfig, device: torch.device
+) -> TeacherSource:
     if config.cache:
         from videopanda.train.teacher_cache import CachedTeacher
 
         return CachedTeacher(config.cache, model_config)
     from videopanda.model.teacher import load_teacher
 
+    if config.path is None:
+        raise ValueError("distillation needs a teacher: set teacher.path (live teacher) or teacher.cache")
     teacher = load_teacher(config.path).to(device)
     check_teacher_fits(teacher.config.hidden_size, teacher.config.image_size, model_config, config.path)
     return LiveTeacher(teacher)
