@@ -28,6 +28,7 @@ from videopanda.data.decode import read_video_frames
 from videopanda.data.processing_videopanda import VideoPandaProcessor
 from videopanda.data.transform import VisualInputs, preprocess_frames, preprocess_image
 from videopanda.eval.generation import GenerationRequest, GenerationResult, RowMonitor
+from videopanda.limits import check_num_frames, check_text_chars, longest_token_chars, max_text_chars
 from videopanda.runtime import Precision, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class GenerationConfig:
     max_new_tokens: int = 1024  # the release's limit
     template: str | None = None  # None: the one the model records (``model_template``)
     batch_size: int = 4
-    num_frames: int | None = None  # frames per video; None: the model's (config.num_frames)
+    num_frames: int | None = None  # frames per video (``limits.check_num_frames``); None: the model's
 
 
 def model_template(model_dir: str | Path, config: PretrainedConfig | None = None) -> str:
@@ -79,10 +80,8 @@ class VideoPandaPredictor:
         self.processor = processor
         self.config = config
         self.precision = precision or resolve_precision(str(model.dtype).removeprefix("torch."), model.device)
-        self.num_frames = config.num_frames or model.config.num_frames
-        if self.num_frames % model.config.chunk_length:
-            raise ValueError(f"num_frames {self.num_frames} must be a multiple of the chunk length "
-                             f"{model.config.chunk_length}")
+        self.num_frames = model.config.num_frames if config.num_frames is None else config.num_frames
+        self.check_num_frames(self.num_frames)
 
     @classmethod
     def from_pretrained(
@@ -96,6 +95,9 @@ class VideoPandaPredictor:
         from videopanda.model.llm import load_tokenizer
         from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 
+        if config.num_frames is not None:  # before any weight loads
+            geometry = VideoPandaForCausalLM.config_class.from_pretrained(model_dir)
+            check_num_frames(config.num_frames, geometry.image_size, geometry.chunk_length)
         target = resolve_device(device)
         precision = resolve_precision(dtype, target)
         model = VideoPandaForCausalLM.from_pretrained(model_dir, dtype=precision.torch_dtype).to(target)
@@ -123,23 +125,28 @@ class VideoPandaPredictor:
     def batch_size(self) -> int:
         return self.config.batch_size
 
+    def check_num_frames(self, num_frames: int) -> int:
+        """``num_frames`` if this model can take that many frames per video (``limits.check_num_frames``)."""
+        return check_num_frames(num_frames, self.model.config.image_size, self.model.config.chunk_length)
+
     def load_video(self, path: str | Path, num_frames: int | None = None) -> VisualInputs:
         """The release's sampled frames, preprocessed at student scale without augmentation.
 
         ``num_frames``: how many frames to sample (default: the predictor's, ``GenerationConfig.num_frames``
         or the model's).
         """
-        frames = read_video_frames(path, num_frames=num_frames or self.num_frames)  # (T, H, W, 3)
-        return self.preprocess_video(frames, num_frames)
+        wanted = self.num_frames if num_frames is None else self.check_num_frames(num_frames)
+        frames = read_video_frames(path, num_frames=wanted)  # (T, H, W, 3)
+        return self.preprocess_video(frames, wanted)
 
     def preprocess_video(self, frames: np.ndarray, num_frames: int | None = None) -> VisualInputs:
-        """Sampled frames (T, H, W, 3) uint8 -> a video input, padded to whole chunks of ``num_frames`` frames."""
+        """Sampled frames (T, H, W, 3) uint8 -> a video input, padded to ``num_frames`` frames (default: the
+        predictor's)."""
         cfg = self.model.config
-        wanted = num_frames or self.num_frames
+        wanted = self.num_frames if num_frames is None else self.check_num_frames(num_frames)
         return preprocess_frames(
             frames, image_size=cfg.image_size, teacher_image_size=cfg.teacher_image_size,
-            patch_size=cfg.patch_size, num_frames=-(-wanted // cfg.chunk_length) * cfg.chunk_length,
-            with_teacher=False,
+            patch_size=cfg.patch_size, num_frames=wanted, with_teacher=False,
         )
 
     def preprocess_image(self, image: np.ndarray) -> VisualInputs:
@@ -216,6 +223,8 @@ class ChatLLM:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_id = model_id
+        self.context_tokens: int | None = getattr(model.config, "max_position_embeddings", None)
+        self.max_text_chars = max_text_chars(self.context_tokens, longest_token_chars(tokenizer))
 
     @classmethod
     def load(cls, source: str | Path | None = None) -> ChatLLM:
@@ -233,15 +242,30 @@ class ChatLLM:
         request = GenerationRequest(last["content"], history=turns, system=system, max_new_tokens=max_new_tokens)
         return self.generate([request])[0].text
 
+    def prompt(self, request: GenerationRequest) -> str:
+        """``request`` in the chat template; ``ValueError`` for a visual input or a text too long to fit."""
+        if request.visuals is not None:
+            raise ValueError(f"model {self.model_id!r} is a plain LLM: it takes no video or image")
+        messages = _chat_messages(request)
+        check_text_chars((m["content"] for m in messages), self.max_text_chars)
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def check(self, request: GenerationRequest) -> None:
+        """What ``generate`` would refuse in ``request``, refused now (``ValueError``)."""
+        self._check_fits(len(self.tokenizer(self.prompt(request), add_special_tokens=False)["input_ids"]))
+
+    def _check_fits(self, prompt_tokens: int) -> None:
+        if self.context_tokens is not None and prompt_tokens >= self.context_tokens:
+            raise ValueError(f"a prompt of {prompt_tokens} tokens does not fit {self.model_id}'s context of "
+                             f"{self.context_tokens} tokens: shorten the messages")
+
     @torch.no_grad()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Text-only requests through the tokenizer's chat template, as one left-padded batch."""
-        if any(r.visuals is not None for r in requests):
-            raise ValueError(f"model {self.model_id!r} is a plain LLM: it takes no video or image")
-        prompts = [self.tokenizer.apply_chat_template(_chat_messages(r), add_generation_prompt=True, tokenize=False)
-                   for r in requests]
+        prompts = [self.prompt(r) for r in requests]
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
                                  add_special_tokens=False)
+        self._check_fits(int(encoded["attention_mask"].sum(1).max()))
         input_ids = encoded["input_ids"].to(self.model.device)  # (B, L)
         limits = [r.max_new_tokens or 256 for r in requests]
         decode = self.tokenizer.decode

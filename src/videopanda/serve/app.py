@@ -79,7 +79,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
         if body.model is not None:
             _check_model(body.model, model.model_id)
         body.check_fields()
-        chat = parse_chat(body, config.max_frames, config.max_image_parts)
+        chat = parse_chat(body, config.max_image_parts)
         max_new_tokens = body.max_new_tokens(config.default_max_tokens, config.max_tokens_limit)
         request = await run_in_threadpool(model.prepare, chat, config.media, max_new_tokens, body.stop_sequences())
         if body.stream:
