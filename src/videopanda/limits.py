@@ -45,8 +45,8 @@ def check_num_frames(num_frames: object, image_size: int, chunk_length: int, nam
         chunk_length <= num_frames <= most and num_frames % chunk_length == 0
     ):
         raise LimitError(
-            f"{name}={num_frames!r}: frames per video must be a multiple of {chunk_length} (the model's chunk "
-            f"length) from {chunk_length} to {most} ({most} frames of {image_size}x{image_size} fill the "
+            f"{name}={num_frames!r}: frames per video must be a multiple of the chunk length {chunk_length}, from "
+            f"{chunk_length} to {most} ({most} frames of {image_size}x{image_size} fill the "
             f"{FRAME_MEMORY_BUDGET_BYTES // 2**20} MiB frame budget)")
     return num_frames
 
