@@ -29,7 +29,7 @@ from videopanda.data.video_writer import write_video
 from videopanda.serve.media import MediaPolicy, media_file
 from videopanda.serve.protocol import APIError
 
-HUGE_TEXT = "lorem ipsum " * (20 * 2**20 // 12)  # 20 MiB, under the 64 MiB body limit
+HUGE_TEXT = "lorem ipsum " * (8 * 2**20 // 12)  # 8 MiB, under the 64 MiB body limit
 STOPPED = re.compile(r"a request whose client left stopped after (\d+) generated tokens")
 DROPPED_MAX_TOKENS = 2048
 
@@ -177,6 +177,13 @@ def test_ask_refuses_an_oversized_question_untokenised(tiny_videopanda_dir, medi
     line = cli_error(capsys, ["ask", "--model", str(tiny_videopanda_dir), "--video", str(media_root / "clip.mp4"),
                               "--max-new-tokens", "2", "x" * 2_000_000])
     assert "2000000 characters" in line and "context" in line
+
+
+@pytest.mark.parametrize("tokens", [0, 10**9])
+def test_ask_refuses_new_tokens_outside_the_context(tokens, tiny_videopanda_dir, media_root, capsys):
+    line = cli_error(capsys, ["ask", "--model", str(tiny_videopanda_dir), "--video", str(media_root / "clip.mp4"),
+                              "--max-new-tokens", str(tokens), "What moves?"])
+    assert f"max_new_tokens={tokens}" in line and "4096" in line  # 0 no longer silently means the default
 
 
 @pytest.mark.parametrize("server", ["panda", "plain_llm"])

@@ -23,12 +23,12 @@ import torch
 import yaml
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteriaList
 
+from videopanda import limits
 from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, Turn, inference_template
 from videopanda.data.decode import read_video_frames
 from videopanda.data.processing_videopanda import VideoPandaProcessor
 from videopanda.data.transform import VisualInputs, preprocess_frames, preprocess_image
 from videopanda.eval.generation import GenerationRequest, GenerationResult, RowMonitor
-from videopanda.limits import check_num_frames, check_text_chars, longest_token_chars, max_text_chars
 from videopanda.runtime import Precision, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class VideoPandaPredictor:
         self.config = config
         self.precision = precision or resolve_precision(str(model.dtype).removeprefix("torch."), model.device)
         self.num_frames = model.config.num_frames if config.num_frames is None else config.num_frames
-        self.check_num_frames(self.num_frames)
+        _check_generation_config(config, model.config)
 
     @classmethod
     def from_pretrained(
@@ -95,9 +95,7 @@ class VideoPandaPredictor:
         from videopanda.model.llm import load_tokenizer
         from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 
-        if config.num_frames is not None:  # before any weight loads
-            geometry = VideoPandaForCausalLM.config_class.from_pretrained(model_dir)
-            check_num_frames(config.num_frames, geometry.image_size, geometry.chunk_length)
+        _check_generation_config(config, VideoPandaForCausalLM.config_class.from_pretrained(model_dir))  # no weights
         target = resolve_device(device)
         precision = resolve_precision(dtype, target)
         model = VideoPandaForCausalLM.from_pretrained(model_dir, dtype=precision.torch_dtype).to(target)
@@ -127,7 +125,7 @@ class VideoPandaPredictor:
 
     def check_num_frames(self, num_frames: int) -> int:
         """``num_frames`` if this model can take that many frames per video (``limits.check_num_frames``)."""
-        return check_num_frames(num_frames, self.model.config.image_size, self.model.config.chunk_length)
+        return limits.check_num_frames(num_frames, self.model.config.image_size, self.model.config.chunk_length)
 
     def load_video(self, path: str | Path, num_frames: int | None = None) -> VisualInputs:
         """The release's sampled frames, preprocessed at student scale without augmentation.
@@ -224,7 +222,7 @@ class ChatLLM:
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.context_tokens: int | None = getattr(model.config, "max_position_embeddings", None)
-        self.max_text_chars = max_text_chars(self.context_tokens, longest_token_chars(tokenizer))
+        self.max_text_chars = limits.max_text_chars(self.context_tokens, limits.longest_token_chars(tokenizer))
 
     @classmethod
     def load(cls, source: str | Path | None = None) -> ChatLLM:
@@ -247,7 +245,7 @@ class ChatLLM:
         if request.visuals is not None:
             raise ValueError(f"model {self.model_id!r} is a plain LLM: it takes no video or image")
         messages = _chat_messages(request)
-        check_text_chars((m["content"] for m in messages), self.max_text_chars)
+        limits.check_text_chars((m["content"] for m in messages), self.max_text_chars)
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def check(self, request: GenerationRequest) -> None:
@@ -278,6 +276,14 @@ class ChatLLM:
             do_sample=False, pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=StoppingCriteriaList([monitor]),
         )  # (B, L + T_new)
         return monitor.results(output[:, input_ids.shape[1] :], encoded["attention_mask"])
+
+
+def _check_generation_config(config: GenerationConfig, model_config: PretrainedConfig) -> None:
+    """``config``'s frames per video and new tokens against the model's geometry and context (``limits``)."""
+    if config.num_frames is not None:
+        limits.check_num_frames(config.num_frames, model_config.image_size, model_config.chunk_length)
+    context = getattr(model_config.text_config, "max_position_embeddings", None)
+    limits.check_max_new_tokens(config.max_new_tokens, context)
 
 
 def _chat_messages(request: GenerationRequest) -> list[dict[str, str]]:
