@@ -189,7 +189,7 @@ def test_ask_refuses_new_tokens_outside_the_context(tokens, tiny_videopanda_dir,
 @pytest.mark.parametrize("server", ["panda", "plain_llm"])
 def test_a_dropped_stream_stops_its_generation_and_frees_the_server(server, request):
     served = request.getfixturevalue(server)
-    idle = statistics.median(timed(served.ask) for _ in range(3))
+    idle, stops = statistics.median(timed(served.ask) for _ in range(3)), len(STOPPED.findall(served.log()))
     with httpx.Client(timeout=120) as client, client.stream("POST", f"{served.url}/chat/completions", json={
         "messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": DROPPED_MAX_TOKENS,
         "stream": True,
@@ -199,12 +199,26 @@ def test_a_dropped_stream_stops_its_generation_and_frees_the_server(server, requ
             events += line.startswith("data:")
             if events == 3:
                 break  # and hang up
+    assert_freed(served, idle, stops)
+
+
+def test_a_client_that_stops_waiting_for_a_plain_reply_stops_its_generation(panda):
+    idle, stops = statistics.median(timed(panda.ask) for _ in range(3)), len(STOPPED.findall(panda.log()))
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+        panda.post({"messages": [{"role": "user", "content": "Tell a long story."}],
+                    "max_tokens": DROPPED_MAX_TOKENS}, timeout=max(1.0, 2 * idle))
+    assert_freed(panda, idle, stops)
+
+
+def assert_freed(served: Served, idle: float, stops: int) -> None:
+    """The next request is served about as fast as on an idle server, and the log says the abandoned one
+    (after ``stops`` earlier ones) stopped well before its max_tokens."""
     after = timed(served.ask)
-    print(f"idle {idle:.2f} s, after a dropped stream {after:.2f} s (load average {os.getloadavg()})")
+    print(f"idle {idle:.2f} s, after a client left {after:.2f} s (load average {os.getloadavg()})")
     assert after < 3 * idle + 1.0
-    wait_for(lambda: STOPPED.search(served.log()))
+    wait_for(lambda: len(STOPPED.findall(served.log())) > stops)
     generated = [int(n) for n in STOPPED.findall(served.log())]
-    assert generated and generated[-1] < DROPPED_MAX_TOKENS // 4  # stopped, not run to its max_tokens
+    assert len(generated) > stops and generated[-1] < DROPPED_MAX_TOKENS // 4
 
 
 def timed(call) -> float:
@@ -228,14 +242,15 @@ def test_serve_smollm2_survives_an_oversized_message_and_a_dropped_story(tmp_pat
         assert_error(served.ask("word " * 1_000_000), 400, "messages", "characters")  # 5 MB: once OOM-killed
         assert served.peak_rss_mb() - before < 500
         with httpx.Client(timeout=300) as client, client.stream("POST", f"{served.url}/chat/completions", json={
-            "messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": 1024, "stream": True,
+            "messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": DROPPED_MAX_TOKENS,
+            "stream": True,
         }) as response:
-            for events, _ in enumerate(line for line in response.iter_lines() if line.startswith("data:")):
-                if events == 5:
+            events = 0
+            for line in response.iter_lines():
+                events += line.startswith("data:")
+                if events == 6:
                     break
-        after = timed(served.ask)
-        print(f"smollm2: idle {idle:.2f} s, after a dropped story {after:.2f} s (load average {os.getloadavg()})")
-        assert after < 3 * idle + 1.0
+        assert_freed(served, idle, 0)
     finally:
         served.close()
 
