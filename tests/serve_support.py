@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -85,10 +86,11 @@ class StaticFiles:
     """A directory served by the standard library's http.server on 127.0.0.1.
 
     ``requested`` lists every path asked for and ``hosts`` their Host headers; ``redirects`` maps a path to a
-    Location it answers with 302.
+    Location it answers with 302; ``tls``: served over TLS with that server context.
     """
 
-    def __init__(self, directory: Path, redirects: dict[str, str] | None = None) -> None:
+    def __init__(self, directory: Path, redirects: dict[str, str] | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.requested: list[str] = []
         self.hosts: list[str | None] = []
         owner = self
@@ -108,7 +110,10 @@ class StaticFiles:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(directory)))
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def close(self) -> None:

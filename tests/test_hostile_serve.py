@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -312,5 +314,37 @@ def test_a_pinned_download_still_names_its_host(monkeypatch, media_root):
         with media_file(f"http://media.test:{port}/old.mp4", "video", policy) as path:
             assert path.read_bytes() == (media_root / "clip.mp4").read_bytes()
         assert files.requested == ["/old.mp4", "/clip.mp4"] and files.hosts == [f"media.test:{port}"] * 2
+    finally:
+        files.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command makes the test certificate")
+@pytest.mark.parametrize("cert_name", ["media.test", "other.test"])
+def test_a_pinned_https_download_checks_the_hosts_certificate(cert_name, monkeypatch, media_root, tmp_path):
+    """``media.test`` -> 127.0.0.1 over TLS: SNI says ``media.test`` and only a certificate for it is accepted."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={cert_name}",
+                    "-addext", f"subjectAltName=DNS:{cert_name}"], check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # httpx trusts it as the only CA
+    real_getaddrinfo = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *args, **kwargs: real_getaddrinfo(
+        "127.0.0.1" if host == "media.test" else host, *args, **kwargs))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    names: list[str] = []
+    context.sni_callback = lambda _socket, name, _context: names.append(name)
+    files = StaticFiles(media_root, tls=context)
+    port = int(files.url.rsplit(":", 1)[1])
+    policy = MediaPolicy(allow_private_hosts=True, download_timeout_s=5)
+    try:
+        if cert_name == "media.test":
+            with media_file(f"https://media.test:{port}/clip.mp4", "video", policy) as path:
+                assert path.read_bytes() == (media_root / "clip.mp4").read_bytes()
+        else:
+            with pytest.raises(APIError, match="failed"), media_file(f"https://media.test:{port}/clip.mp4", "video",
+                                                                     policy):
+                pass
+        assert names == ["media.test"]
     finally:
         files.close()
