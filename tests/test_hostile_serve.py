@@ -192,16 +192,21 @@ def test_ask_refuses_new_tokens_outside_the_context(tokens, tiny_videopanda_dir,
 def test_a_dropped_stream_stops_its_generation_and_frees_the_server(server, request):
     served = request.getfixturevalue(server)
     idle, stops = statistics.median(timed(served.ask) for _ in range(3)), len(STOPPED.findall(served.log()))
-    with httpx.Client(timeout=120) as client, client.stream("POST", f"{served.url}/chat/completions", json={
+    drop_stream(served, after_events=3)
+    assert_freed(served, idle, stops)
+
+
+def drop_stream(served: Served, after_events: int) -> None:
+    """Ask for a long streamed story and hang up after ``after_events`` server-sent events."""
+    with httpx.Client(timeout=300) as client, client.stream("POST", f"{served.url}/chat/completions", json={
         "messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": DROPPED_MAX_TOKENS,
         "stream": True,
     }) as response:
         events = 0
         for line in response.iter_lines():
             events += line.startswith("data:")
-            if events == 3:
-                break  # and hang up
-    assert_freed(served, idle, stops)
+            if events == after_events:
+                return
 
 
 def test_a_client_that_stops_waiting_for_a_plain_reply_stops_its_generation(panda):
@@ -243,15 +248,7 @@ def test_serve_smollm2_survives_an_oversized_message_and_a_dropped_story(tmp_pat
         before = served.peak_rss_mb()
         assert_error(served.ask("word " * 1_000_000), 400, "messages", "characters")  # 5 MB: once OOM-killed
         assert served.peak_rss_mb() - before < 500
-        with httpx.Client(timeout=300) as client, client.stream("POST", f"{served.url}/chat/completions", json={
-            "messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": DROPPED_MAX_TOKENS,
-            "stream": True,
-        }) as response:
-            events = 0
-            for line in response.iter_lines():
-                events += line.startswith("data:")
-                if events == 6:
-                    break
+        drop_stream(served, after_events=6)
         assert_freed(served, idle, 0)
     finally:
         served.close()
