@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import IO
 
 import httpx
 import numpy as np
@@ -60,15 +62,16 @@ def start_uvicorn(app) -> tuple[uvicorn.Server, threading.Thread, str]:
 
 
 def start_cli_server(args: list[str], port: int, api_key: str | None = None,
-                     timeout_s: float = 300) -> subprocess.Popen:
-    """``videopanda serve ARGS --port PORT`` as its own process, once it answers /v1/models."""
+                     timeout_s: float = 300, log: IO[str] | None = None) -> subprocess.Popen:
+    """``videopanda serve ARGS --port PORT`` as its own process, once it answers /v1/models; its output goes to
+    ``log`` (a file the test reads) or a pipe."""
     process = subprocess.Popen([sys.executable, "-m", "videopanda", "serve", *args, "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"videopanda serve exited: {process.stdout.read()}")
+            raise RuntimeError(f"videopanda serve exited: {process.stdout.read() if process.stdout else ''}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v1/models", headers=headers, timeout=2).status_code == 200:
                 return process
@@ -82,16 +85,20 @@ def start_cli_server(args: list[str], port: int, api_key: str | None = None,
 class StaticFiles:
     """A directory served by the standard library's http.server on 127.0.0.1.
 
-    ``requested`` lists every path asked for; ``redirects`` maps a path to a Location it answers with 302.
+    ``requested`` lists every path asked for and ``hosts`` their Host headers; ``redirects`` maps a path to a
+    Location it answers with 302; ``tls``: served over TLS with that server context.
     """
 
-    def __init__(self, directory: Path, redirects: dict[str, str] | None = None) -> None:
+    def __init__(self, directory: Path, redirects: dict[str, str] | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.requested: list[str] = []
+        self.hosts: list[str | None] = []
         owner = self
 
         class Handler(SimpleHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.requested.append(self.path)
+                owner.hosts.append(self.headers.get("Host"))
                 if self.path in (redirects or {}):
                     self.send_response(302)
                     self.send_header("Location", redirects[self.path])
@@ -103,7 +110,10 @@ class StaticFiles:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(directory)))
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 from videopanda.data.collator import IGNORE_INDEX, VideoPandaCollator
 from videopanda.data.conversation import ConversationError, Segment, Turn, get_template
 from videopanda.data.transform import VisualInputs
+from videopanda.limits import check_text_chars, longest_token_chars, max_text_chars
 from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig, image_token_id
 from videopanda.model.stab import frame_grid_hw, tokens_per_frame
 
@@ -93,6 +95,12 @@ class VideoPandaProcessor:
                 f"{config.image_token_id}"
             )
 
+    @cached_property
+    def max_text_chars(self) -> int:
+        """The most characters of user text a prompt may hold (``limits.max_text_chars`` of the LLM's context)."""
+        context = getattr(self.config.text_config, "max_position_embeddings", None)
+        return max_text_chars(context, longest_token_chars(self.tokenizer))
+
     @property
     def stop_string(self) -> str:
         """The end-of-turn text that ends a generated reply (``</s>``, ``<|im_end|>``)."""
@@ -113,8 +121,10 @@ class VideoPandaProcessor:
     def encode_prompt(self, turns: Sequence[Turn], visuals: VisualInputs | None = None) -> EncodedSample:
         """A generation prompt (never truncated; ``labels`` None) ending where the assistant's reply begins.
 
-        ``turns`` ends with the user's question; earlier turns are the chat history.
+        ``turns`` ends with the user's question; earlier turns are the chat history. A text too long to
+        fit the context is refused before it is tokenised (``limits.check_text_chars``).
         """
+        check_text_chars((turn.text for turn in turns), self.max_text_chars)
         turns = self._place_placeholders(turns, visuals)
         segments = self.template.segments(turns, self.tokenizer, add_generation_prompt=True)
         input_ids, _ = self._tokenize(segments)

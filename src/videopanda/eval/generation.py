@@ -3,7 +3,8 @@
 A batch of requests shares one ``model.generate``; ``RowMonitor`` is its
 stopping criterion and tracks each row on its own: a row ends at the
 end-of-sequence token, at one of its stop strings (the template's end of turn
-plus the request's ``stop``), or at its own ``max_new_tokens``. Rows that end
+plus the request's ``stop``), at its own ``max_new_tokens``, or as soon as its
+``cancelled`` event is set (a client that went away). Rows that end
 early are padded by ``generate`` while the others go on; their text is cut at
 the recorded end. The new text of a row is handed to its ``on_text`` callback
 as each token arrives (text that may still turn into a stop string is held back).
@@ -13,6 +14,7 @@ Shapes: ``B`` rows, ``L`` prompt tokens (left-padded), ``t`` tokens generated so
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +27,7 @@ from videopanda.data.transform import VisualInputs
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
+FINISH_CANCELLED = "cancelled"  # its client left: the result reaches no one
 
 
 @dataclass
@@ -39,6 +42,7 @@ class GenerationRequest:
     max_new_tokens: int | None = None  # None: the predictor's GenerationConfig.max_new_tokens
     stop: Sequence[str] = ()
     on_text: Callable[[str], None] | None = field(default=None, repr=False)  # new visible text, as generated
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)  # set: stop generating it
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class GenerationResult:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # FINISH_STOP or FINISH_LENGTH
+    finish_reason: str  # FINISH_STOP, FINISH_LENGTH or FINISH_CANCELLED
 
 
 def cut_at_stops(text: str, stops: Sequence[str]) -> str:
@@ -94,7 +98,9 @@ class RowMonitor(StoppingCriteria):
 
     def _update(self, row: int, tokens: Tensor) -> None:
         count = tokens.shape[0]
-        if int(tokens[-1]) in self.eos_ids or any(s in self.raw_decode(tokens) for s in self.stops[row]):
+        if self.requests[row].cancelled.is_set():
+            self.ends[row], self.reasons[row] = count, FINISH_CANCELLED
+        elif int(tokens[-1]) in self.eos_ids or any(s in self.raw_decode(tokens) for s in self.stops[row]):
             self.ends[row], self.reasons[row] = count, FINISH_STOP
         elif count >= self.limits[row]:
             self.ends[row] = count

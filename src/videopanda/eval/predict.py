@@ -24,6 +24,7 @@ import torch
 import yaml
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteriaList
 
+from videopanda import limits
 from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, Turn, chat_role, inference_template
 from videopanda.data.decode import read_video_frames
 from videopanda.data.processing_videopanda import VideoPandaProcessor, decode_text
@@ -43,7 +44,7 @@ class GenerationConfig:
     max_new_tokens: int = 1024  # the release's limit
     template: str | None = None  # None: the one the model records (``model_template``)
     batch_size: int = 4
-    num_frames: int | None = None  # frames per video; None: the model's (config.num_frames)
+    num_frames: int | None = None  # frames per video (``limits.check_num_frames``); None: the model's
 
 
 def model_template(model_dir: str | Path, config: PretrainedConfig | None = None) -> str:
@@ -83,10 +84,8 @@ class VideoPandaPredictor:
         self.processor = processor
         self.config = config
         self.precision = precision or resolve_precision(str(model.dtype).removeprefix("torch."), model.device)
-        self.num_frames = config.num_frames or model.config.num_frames
-        if self.num_frames % model.config.chunk_length:
-            raise ValueError(f"num_frames {self.num_frames} must be a multiple of the chunk length "
-                             f"{model.config.chunk_length}")
+        self.num_frames = model.config.num_frames if config.num_frames is None else config.num_frames
+        _check_generation_config(config, model.config)
 
     @classmethod
     def from_pretrained(
@@ -100,6 +99,7 @@ class VideoPandaPredictor:
         from videopanda.model.llm import load_tokenizer
         from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 
+        _check_generation_config(config, VideoPandaForCausalLM.config_class.from_pretrained(model_dir))  # no weights
         target = resolve_device(device)
         precision = resolve_precision(dtype, target)
         model = VideoPandaForCausalLM.from_pretrained(model_dir, dtype=precision.torch_dtype)
@@ -128,23 +128,28 @@ class VideoPandaPredictor:
     def batch_size(self) -> int:
         return self.config.batch_size
 
+    def check_num_frames(self, num_frames: int) -> int:
+        """``num_frames`` if this model can take that many frames per video (``limits.check_num_frames``)."""
+        return limits.check_num_frames(num_frames, self.model.config.image_size, self.model.config.chunk_length)
+
     def load_video(self, path: str | Path, num_frames: int | None = None) -> VisualInputs:
         """The release's sampled frames, preprocessed at student scale without augmentation.
 
         ``num_frames``: how many frames to sample (default: the predictor's, ``GenerationConfig.num_frames``
         or the model's).
         """
-        frames = read_video_frames(path, num_frames=num_frames or self.num_frames)  # (T, H, W, 3)
-        return self.preprocess_video(frames, num_frames)
+        wanted = self.num_frames if num_frames is None else self.check_num_frames(num_frames)
+        frames = read_video_frames(path, num_frames=wanted)  # (T, H, W, 3)
+        return self.preprocess_video(frames, wanted)
 
     def preprocess_video(self, frames: np.ndarray, num_frames: int | None = None) -> VisualInputs:
-        """Sampled frames (T, H, W, 3) uint8 -> a video input, padded to whole chunks of ``num_frames`` frames."""
+        """Sampled frames (T, H, W, 3) uint8 -> a video input, padded to ``num_frames`` frames (default: the
+        predictor's)."""
         cfg = self.model.config
-        wanted = num_frames or self.num_frames
+        wanted = self.num_frames if num_frames is None else self.check_num_frames(num_frames)
         return preprocess_frames(
             frames, image_size=cfg.image_size, teacher_image_size=cfg.teacher_image_size,
-            patch_size=cfg.patch_size, num_frames=-(-wanted // cfg.chunk_length) * cfg.chunk_length,
-            with_teacher=False,
+            patch_size=cfg.patch_size, num_frames=wanted, with_teacher=False,
         )
 
     def preprocess_image(self, image: np.ndarray) -> VisualInputs:
@@ -182,14 +187,14 @@ class VideoPandaPredictor:
             [r.question for r in requests], [r.visuals for r in requests], [r.history for r in requests],
             [r.visual_turn for r in requests])
         tokenizer = self.processor.tokenizer
-        limits = [r.max_new_tokens or self.config.max_new_tokens for r in requests]
+        token_limits = [r.max_new_tokens or self.config.max_new_tokens for r in requests]
         monitor = RowMonitor(
-            requests, limits, 0, self.processor.decode,  # 0: generating from embeddings yields only new ids
+            requests, token_limits, 0, self.processor.decode,  # 0: generating from embeddings yields only new ids
             lambda ids: decode_text(tokenizer, ids, skip_special_tokens=False), _eos_ids(self.model),
             self.processor.stop_string,
         )
         new_tokens = self.model.generate(
-            **inputs, max_new_tokens=max(limits), do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            **inputs, max_new_tokens=max(token_limits), do_sample=False, pad_token_id=tokenizer.pad_token_id,
             stopping_criteria=StoppingCriteriaList([monitor]),
         )  # (B, T_new)
         return monitor.results(new_tokens, attention_mask)
@@ -221,6 +226,8 @@ class ChatLLM:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_id = model_id
+        self.context_tokens: int | None = getattr(model.config, "max_position_embeddings", None)
+        self.max_text_chars = limits.max_text_chars(self.context_tokens, limits.longest_token_chars(tokenizer))
 
     @classmethod
     def load(cls, source: str | Path | None = None) -> ChatLLM:
@@ -238,28 +245,51 @@ class ChatLLM:
         request = GenerationRequest(last["content"], history=turns, system=system, max_new_tokens=max_new_tokens)
         return self.generate([request])[0].text
 
+    def prompt(self, request: GenerationRequest) -> str:
+        """``request`` in the chat template; ``ValueError`` for a visual input or a text too long to fit."""
+        if request.visuals is not None:
+            raise ValueError(f"model {self.model_id!r} is a plain LLM: it takes no video or image")
+        messages = _chat_messages(request)
+        limits.check_text_chars((m["content"] for m in messages), self.max_text_chars)
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def check(self, request: GenerationRequest) -> None:
+        """What ``generate`` would refuse in ``request``, refused now (``ValueError``)."""
+        self._check_fits(len(self.tokenizer(self.prompt(request), add_special_tokens=False)["input_ids"]))
+
+    def _check_fits(self, prompt_tokens: int) -> None:
+        if self.context_tokens is not None and prompt_tokens >= self.context_tokens:
+            raise ValueError(f"a prompt of {prompt_tokens} tokens does not fit {self.model_id}'s context of "
+                             f"{self.context_tokens} tokens: shorten the messages")
+
     @torch.no_grad()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Text-only requests through the tokenizer's chat template, as one left-padded batch."""
-        if any(r.visuals is not None for r in requests):
-            raise ValueError(f"model {self.model_id!r} is a plain LLM: it takes no video or image")
-        prompts = [self.tokenizer.apply_chat_template(_chat_messages(r), add_generation_prompt=True, tokenize=False)
-                   for r in requests]
+        prompts = [self.prompt(r) for r in requests]
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
                                  add_special_tokens=False)
+        self._check_fits(int(encoded["attention_mask"].sum(1).max()))
         input_ids = encoded["input_ids"].to(self.model.device)  # (B, L)
-        limits = [r.max_new_tokens or 256 for r in requests]
+        token_limits = [r.max_new_tokens or 256 for r in requests]
         tokenizer = self.tokenizer
         monitor = RowMonitor(
-            requests, limits, input_ids.shape[1], lambda ids: decode_text(tokenizer, ids, True).strip(),
+            requests, token_limits, input_ids.shape[1], lambda ids: decode_text(tokenizer, ids, True).strip(),
             lambda ids: decode_text(tokenizer, ids, False), _eos_ids(self.model), None,
         )
         output = self.model.generate(
-            input_ids, attention_mask=encoded["attention_mask"].to(self.model.device), max_new_tokens=max(limits),
+            input_ids, attention_mask=encoded["attention_mask"].to(self.model.device), max_new_tokens=max(token_limits),
             do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
             stopping_criteria=StoppingCriteriaList([monitor]),
         )  # (B, L + T_new)
         return monitor.results(output[:, input_ids.shape[1] :], encoded["attention_mask"])
+
+
+def _check_generation_config(config: GenerationConfig, model_config: PretrainedConfig) -> None:
+    """``config``'s frames per video and new tokens against the model's geometry and context (``limits``)."""
+    if config.num_frames is not None:
+        limits.check_num_frames(config.num_frames, model_config.image_size, model_config.chunk_length)
+    context = getattr(model_config.text_config, "max_position_embeddings", None)
+    limits.check_max_new_tokens(config.max_new_tokens, context)
 
 
 def _chat_messages(request: GenerationRequest) -> list[dict[str, str]]:

@@ -6,6 +6,8 @@ batcher, so every bad input is a 4xx before any reply, even a streamed one.
 A streamed reply is server-sent events in the OpenAI chunk format: a role
 chunk, the text as it is generated, a chunk with the finish reason, a usage
 chunk when ``stream_options.include_usage`` is set, then ``[DONE]``.
+A client that leaves (a dropped stream, a closed connection) cancels its
+generation, which then ends within a token (``batching``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import hmac
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,7 +28,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from videopanda.eval.generation import GenerationRequest, GenerationResult
-from videopanda.serve.batching import BatchJob, DynamicBatcher
+from videopanda.serve.batching import BatchJob, DynamicBatcher, RequestCancelled
 from videopanda.serve.config import ServeConfig
 from videopanda.serve.limits import BodySizeLimit
 from videopanda.serve.messages import parse_chat
@@ -42,6 +45,7 @@ from videopanda.serve.protocol import (
 
 logger = logging.getLogger(__name__)
 BATCH_SIZE_HEADER = "x-videopanda-batch-size"  # how many requests shared this reply's batch
+DISCONNECT_POLL_S = 0.1  # how often a waiting (not streamed) request checks that its client is still there
 
 
 def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI:
@@ -71,17 +75,17 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
         return _model_card(model.model_id)
 
     @app.post("/v1/chat/completions", dependencies=[authorized])
-    async def chat_completions(body: ChatCompletionRequest) -> Any:
+    async def chat_completions(body: ChatCompletionRequest, client: Request) -> Any:
         if body.model is not None:
             _check_model(body.model, model.model_id)
         body.check_fields()
-        chat = parse_chat(body, config.max_frames, config.max_image_parts)
+        chat = parse_chat(body, config.max_image_parts)
         max_new_tokens = body.max_new_tokens(config.default_max_tokens, config.max_tokens_limit)
         request = await run_in_threadpool(model.prepare, chat, config.media, max_new_tokens, body.stop_sequences())
         if body.stream:
             return _stream(batcher, request, model.model_id, body.include_usage())
         job = batcher.submit(request)
-        result = await _result(job)
+        result = await _result_while_connected(job, client)
         return JSONResponse(completion_body(completion_id(), model.model_id, result),
                             headers={BATCH_SIZE_HEADER: str(job.batch_size)})
 
@@ -110,14 +114,31 @@ def _stream(batcher: DynamicBatcher, request: GenerationRequest, model_id: str, 
                 yield _sse(usage_chunk_body(id, model_id, result))
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream",
+    return _CancellingStream(events(), request.cancelled, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", BATCH_SIZE_HEADER: "streamed"})
+
+
+class _CancellingStream(StreamingResponse):
+    """A streamed reply that cancels its generation when it ends for any reason: a client that disconnects
+    ends it at once (Starlette stops the stream), and the generation then stops within a token."""
+
+    def __init__(self, content: AsyncIterator[str], cancel: threading.Event, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.cancel = cancel
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.cancel.set()  # after a complete reply: a no-op
 
 
 def _as_api_error(err: BaseException) -> APIError:
     """A generation failure as a reply: a ValueError (bad input the checks let through) is a 400."""
     if isinstance(err, APIError):
         return err
+    if isinstance(err, RequestCancelled):  # the reply reaches no one
+        return APIError(400, "the request was cancelled: its client disconnected")
     if isinstance(err, ValueError):
         return APIError(400, str(err))
     logger.error("generation failed: %s", err, exc_info=err)
@@ -129,6 +150,15 @@ async def _result(job: BatchJob) -> GenerationResult:
         return await asyncio.wrap_future(job.future)
     except Exception as err:  # noqa: BLE001 (every failure becomes an OpenAI error object)
         raise _as_api_error(err) from None
+
+
+async def _result_while_connected(job: BatchJob, client: Request) -> GenerationResult:
+    """``job``'s result; if the client disconnects first, its generation is cancelled (and ends within a token)."""
+    waiting = asyncio.ensure_future(_result(job))
+    while not (await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S))[0]:
+        if await client.is_disconnected():
+            job.request.cancelled.set()
+    return await waiting
 
 
 def _sse(body: dict[str, Any]) -> str:

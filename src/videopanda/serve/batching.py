@@ -6,6 +6,10 @@ generates them as one left-padded batch, each with its own limits and stops.
 A batch that fails is retried one request at a time, so a request that breaks
 only itself never fails the others; a streamed request that has already sent
 text gets the failure instead (a retry would send its text twice).
+
+A request whose client left (``GenerationRequest.cancelled``) is dropped if it
+is still waiting, and otherwise ends within a token of its batch (``RowMonitor``),
+so it never holds the next requests back.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from videopanda.eval.generation import GenerationRequest, GenerationResult
+from videopanda.eval.generation import FINISH_CANCELLED, GenerationRequest, GenerationResult
 
 logger = logging.getLogger(__name__)
+
+
+class RequestCancelled(Exception):
+    """The request's client left before its generation began."""
 
 
 @dataclass
@@ -68,7 +76,8 @@ class DynamicBatcher:
             self._generate(batch)
 
     def _gather(self) -> list[BatchJob] | None:
-        first = self._queue.get()
+        while (first := self._queue.get()) is not None and _dropped(first):
+            pass
         if first is None:
             return None
         batch, deadline = [first], time.monotonic() + self.max_wait_s
@@ -80,7 +89,8 @@ class DynamicBatcher:
             if job is None:
                 self._queue.put(None)  # close after this batch
                 break
-            batch.append(job)
+            if not _dropped(job):
+                batch.append(job)
         return batch
 
     def _generate(self, batch: list[BatchJob]) -> None:
@@ -100,4 +110,14 @@ class DynamicBatcher:
             return
         for job, result in zip(batch, results, strict=True):
             job.batch_size = len(batch)
+            if result.finish_reason == FINISH_CANCELLED:
+                logger.info("a request whose client left stopped after %d generated tokens", result.completion_tokens)
             job.future.set_result(result)
+
+
+def _dropped(job: BatchJob) -> bool:
+    """Whether ``job``'s client left while it waited: then it is answered ``RequestCancelled`` and not generated."""
+    if job.request.cancelled.is_set():
+        job.future.set_exception(RequestCancelled())
+        return True
+    return False

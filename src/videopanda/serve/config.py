@@ -16,7 +16,6 @@ class ServeConfig:
     default_max_tokens: int = 256  # a request without max_tokens (the release's judge script sends none)
     max_tokens_limit: int = 2048
     max_body_bytes: int = 64 * 1024 * 1024  # lmms-eval sends frames as base64 PNGs in the body
-    max_frames: int = 64  # of a video (num_frames) and the most image_url parts sampled into one
-    max_image_parts: int = 512
+    max_image_parts: int = 512  # image_url parts sampled into one video (frames per video: ``limits``)
     max_batch_size: int = 8
     max_wait_ms: float = 10.0

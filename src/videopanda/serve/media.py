@@ -9,7 +9,10 @@
   a host that resolves to a loopback, private, link-local or otherwise
   non-public address is refused, redirects included, unless
   ``allow_private_hosts`` (so a request cannot make the server fetch from
-  its own network).
+  its own network). Each hop's host is resolved once and the connection goes
+  to the address that was checked (the Host header, TLS SNI and certificate
+  still name the host), so a DNS answer that changes in between (rebinding)
+  cannot redirect it.
 
 Messages name the request's part, never echo its payload.
 """
@@ -114,19 +117,23 @@ def _download(url: str, param: str, policy: MediaPolicy) -> bytes:
         raise APIError(400, f"{param}: http(s) media is turned off on this server (--no-http-media)", param)
     name = describe(url)
     try:
-        with httpx.Client(timeout=policy.download_timeout_s, follow_redirects=False) as client:
-            for _ in range(MAX_REDIRECTS + 1):
-                _check_public_host(url, param, name, policy)
-                with client.stream("GET", url) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        url = urljoin(url, response.headers["location"])  # checked again before it is fetched
-                        continue
-                    return _body(response, param, name, policy)
-            raise APIError(400, f"{param}: downloading {name} failed (more than {MAX_REDIRECTS} redirects)", param)
+        for _ in range(MAX_REDIRECTS + 1):
+            target = httpx.URL(url)
+            address = _resolve_checked(target.host, param, name, policy)
+            # A client per hop: a connection is never reused for another host (its TLS was checked for one name).
+            with httpx.Client(timeout=policy.download_timeout_s, follow_redirects=False) as client, client.stream(
+                "GET", target.copy_with(host=address), headers={"Host": target.netloc.decode("ascii")},
+                extensions={"sni_hostname": target.host},
+            ) as response:
+                if response.is_redirect and "location" in response.headers:
+                    url = urljoin(url, response.headers["location"])  # resolved and checked again before it is fetched
+                    continue
+                return _body(response, param, name, policy)
+        raise APIError(400, f"{param}: downloading {name} failed (more than {MAX_REDIRECTS} redirects)", param)
     except httpx.TimeoutException:
         raise APIError(400, f"{param}: downloading {name} timed out after {policy.download_timeout_s:g} s",
                        param) from None
-    except httpx.HTTPError as err:
+    except (httpx.HTTPError, httpx.InvalidURL) as err:
         raise APIError(400, f"{param}: downloading {name} failed ({type(err).__name__})", param) from None
 
 
@@ -143,18 +150,19 @@ def _body(response: httpx.Response, param: str, name: str, policy: MediaPolicy) 
     return bytes(data)
 
 
-def _check_public_host(url: str, param: str, name: str, policy: MediaPolicy) -> None:
-    """Refuse ``url`` unless every address its host resolves to is a public one (or private ones are allowed)."""
-    if policy.allow_private_hosts:
-        return
-    host = urlparse(url).hostname or ""
+def _resolve_checked(host: str, param: str, name: str, policy: MediaPolicy) -> str:
+    """The address to connect to for ``host``: resolved once, every address it has checked to be public
+    (unless private ones are allowed); the download connects to this address and no other."""
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+        addresses = [info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
     except (socket.gaierror, UnicodeError):
         raise APIError(400, f"{param}: downloading {name} failed (unknown host)", param) from None
-    if not all(ipaddress.ip_address(a.split("%")[0]).is_global for a in addresses):
+    if not addresses:
+        raise APIError(400, f"{param}: downloading {name} failed (unknown host)", param)
+    if not policy.allow_private_hosts and not all(ipaddress.ip_address(a.split("%")[0]).is_global for a in addresses):
         raise APIError(400, f"{param}: {name}: downloads from loopback, private or link-local addresses are "
                        "refused on this server (--allow-private-urls)", param, "private_url_refused")
+    return addresses[0]
 
 
 def _too_large(param: str, name: str, policy: MediaPolicy) -> APIError:

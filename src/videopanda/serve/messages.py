@@ -34,10 +34,10 @@ class ParsedChat:
     system: str | None
     turns: list[Turn]  # user/assistant, ending with the user's question
     visual: VisualRef | None = None
-    num_frames: int | None = None  # requested frames of a video (None: the model's)
+    num_frames: int | None = None  # requested frames of a video (None: the model's); the model checks the count
 
 
-def parse_chat(request: ChatCompletionRequest, max_frames: int, max_image_parts: int) -> ParsedChat:
+def parse_chat(request: ChatCompletionRequest, max_image_parts: int) -> ParsedChat:
     """The request's turns and visual input; raises ``APIError`` (400) for anything it cannot use."""
     system, turns, visuals = [], [], []
     for m, message in enumerate(request.messages):
@@ -65,11 +65,12 @@ def parse_chat(request: ChatCompletionRequest, max_frames: int, max_image_parts:
     if visual is not None and visual.kind == "frames" and len(visual.urls) > max_image_parts:
         raise APIError(400, f"{len(visual.urls)} image_url parts exceed this server's limit of {max_image_parts}",
                        "messages")
-    return ParsedChat("\n".join(system) or None, turns, visual, requested_frames(request, max_frames))
+    return ParsedChat("\n".join(system) or None, turns, visual, requested_frames(request))
 
 
-def requested_frames(request: ChatCompletionRequest, max_frames: int) -> int | None:
-    """``num_frames``, or vLLM's ``media_io_kwargs: {"video": {"num_frames": N}}``; checked against the limit."""
+def requested_frames(request: ChatCompletionRequest) -> int | None:
+    """``num_frames``, or vLLM's ``media_io_kwargs: {"video": {"num_frames": N}}`` (an integer; which counts
+    a model takes is ``limits.check_num_frames``, checked by the served model)."""
     kwargs = request.media_io_kwargs or {}
     unknown = [f"media_io_kwargs.{k}" for k in kwargs if k != "video"]
     video_kwargs = kwargs.get("video") or {}
@@ -81,8 +82,8 @@ def requested_frames(request: ChatCompletionRequest, max_frames: int) -> int | N
     value = request.num_frames if request.num_frames is not None else video_kwargs.get("num_frames")
     if value is None:
         return None
-    if not isinstance(value, int) or not 1 <= value <= max_frames:
-        raise APIError(400, f"num_frames must be an integer from 1 to {max_frames}, got {value!r}", "num_frames")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise APIError(400, f"num_frames must be an integer, got {value!r}", "num_frames")
     return value
 
 

@@ -4,15 +4,21 @@
   of one video, or an image, sampled and preprocessed exactly as ``ask`` and
   ``eval run`` do (frames sent as images are sampled by the release's rule at
   one frame per image, ``sampling.sample_frame_indices``). Its template has
-  its own system line: a request's system message is not used;
+  its own system line: a request's system message is not used. A request's
+  ``num_frames`` follows ``limits.check_num_frames``, as ``ask --num-frames``;
 - a plain chat LLM (``ChatLLM``, SmolLM2 by default), e.g. to run the judge
-  locally: text only, a visual part is refused.
+  locally: text only, a visual part is refused (``num_frames`` is not used).
+
+Both refuse a text too long for the model's context before it is tokenised
+(``limits.check_text_chars``), and before the request joins a batch.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +29,7 @@ from videopanda.data.sampling import sample_frame_indices
 from videopanda.data.transform import VisualInputs
 from videopanda.eval.generation import GenerationRequest, GenerationResult
 from videopanda.eval.predict import ChatLLM, GenerationConfig, VideoPandaPredictor
+from videopanda.limits import LimitError, check_text_chars
 from videopanda.serve.media import MediaPolicy, media_file, unreadable_local
 from videopanda.serve.messages import ParsedChat, VisualRef
 from videopanda.serve.protocol import APIError
@@ -47,6 +54,11 @@ class VideoPandaModel:
 
     def prepare(self, chat: ParsedChat, media: MediaPolicy, max_new_tokens: int, stop: list[str]) -> GenerationRequest:
         turns, visuals, visual_turn = list(chat.turns), None, None
+        with _as_bad_request("messages"):  # the bounds, before any media is read
+            check_text_chars((turn.text for turn in turns), self.predictor.processor.max_text_chars)
+        if chat.num_frames is not None:
+            with _as_bad_request("num_frames"):
+                self.predictor.check_num_frames(chat.num_frames)
         if chat.visual is not None:
             visuals, visual_turn = self.load_visual(chat.visual, chat.num_frames, media), chat.visual.turn
         request = GenerationRequest(turns[-1].text, visuals, turns[:-1], visual_turn=visual_turn,
@@ -75,7 +87,8 @@ class VideoPandaModel:
 
     @property
     def num_frames(self) -> int:
-        return self.predictor.model.config.num_frames
+        """Frames per video when a request names none: ``serve --num-frames``, else the model's."""
+        return self.predictor.num_frames
 
     @staticmethod
     def _read_image(url: str, param: str, media: MediaPolicy) -> np.ndarray:
@@ -96,6 +109,15 @@ def sample_frames(images: list[np.ndarray], params: list[str], num_frames: int) 
     return np.concatenate([images[i] for i in indices])
 
 
+@contextmanager
+def _as_bad_request(param: str) -> Iterator[None]:
+    """A ``LimitError`` inside as a 400 naming ``param``."""
+    try:
+        yield
+    except LimitError as err:
+        raise APIError(400, str(err), param) from None
+
+
 def undecodable(url: str, param: str, kind: str) -> APIError:
     if url.startswith(("data:", "http://", "https://")):
         return APIError(400, f"{param}: the {kind} cannot be decoded", param, "invalid_media")
@@ -112,8 +134,13 @@ class ChatLLMModel:
             raise APIError(400, f"{chat.visual.params[0]}: model {self.model_id!r} is a text-only LLM: it cannot "
                                 f"see a {chat.visual.kind}", chat.visual.params[0])
         turns = chat.turns
-        return GenerationRequest(turns[-1].text, None, turns[:-1], system=chat.system, max_new_tokens=max_new_tokens,
-                                 stop=stop)
+        request = GenerationRequest(turns[-1].text, None, turns[:-1], system=chat.system,
+                                    max_new_tokens=max_new_tokens, stop=stop)
+        try:
+            self.llm.check(request)
+        except ValueError as err:
+            raise APIError(400, f"messages: {err}", "messages") from None
+        return request
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         return self.llm.generate(requests)

@@ -26,6 +26,7 @@ from videopanda.data.collator import VideoPandaCollator
 from videopanda.data.conversation import inference_template
 from videopanda.data.dataset import VideoLLaVADataset, load_annotations
 from videopanda.data.processing_videopanda import VideoPandaProcessor
+from videopanda.limits import LimitError, check_num_frames
 from videopanda.model.llm import load_llm, load_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.runtime import canonical_dtype_name, resolve_precision
@@ -87,9 +88,11 @@ def load_model(init: ModelInit) -> tuple[VideoPandaForCausalLM, PreTrainedTokeni
         model = VideoPandaForCausalLM.from_llm(load_llm(init.init), tokenizer, use_distillation=init.use_distillation,
                                                **{**init.config, **overrides})
     model.config.num_frames = init.num_frames or model.config.num_frames  # frames only change the data pipeline
-    if model.config.num_frames % model.config.chunk_length:
-        raise ConfigError(f"model.num_frames: {model.config.num_frames} frames do not split into chunks of "
-                          f"{model.config.chunk_length}; use a multiple of {model.config.chunk_length} (16, 32, 64)")
+    cfg = model.config
+    try:
+        check_num_frames(cfg.num_frames, cfg.image_size, cfg.chunk_length, "model.num_frames")
+    except LimitError as err:
+        raise ConfigError(str(err)) from None
     return model, tokenizer
 
 
