@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,23 @@ def precision(pytestconfig) -> str:
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "golden: compares with tensors recorded from the public release")
+    use_test_cache_dir(config)
+
+
+def use_test_cache_dir(config) -> None:
+    """SmolLM2's converted copy in pytest's cache (``.pytest_cache/d/videopanda``), not the user's home: one
+    conversion per checkout, kept across runs (``--cache-clear`` drops it); CLI subprocesses get it via the env."""
+    from videopanda.cli import CACHE_DIR_ENV
+    from videopanda.model.smollm2_cache import set_default_cache_dir
+
+    if os.environ.get(CACHE_DIR_ENV):
+        directory = Path(os.environ[CACHE_DIR_ENV])
+    elif getattr(config, "cache", None) is not None:
+        directory = config.cache.mkdir("videopanda")
+    else:  # -p no:cacheprovider
+        directory = Path(tempfile.gettempdir()) / f"videopanda-test-cache-{os.getuid()}"
+    os.environ[CACHE_DIR_ENV] = str(directory)
+    set_default_cache_dir(directory)
 
 
 @pytest.hookimpl(wrapper=True)
