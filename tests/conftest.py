@@ -231,14 +231,17 @@ def tiny_videopanda_dir(tmp_path_factory, smollm2_tokenizer):
     return path
 
 
+# The reduced quickstart: one or two steps per stage (4 in all) on 3 training videos, 3 held-out videos.
+REDUCED_QUICKSTART = ("--steps-scale", "0.01", "--num-test", "3")
+
+
 @pytest.fixture(scope="session")
 def quickstart_dir(tmp_path_factory, precision) -> Path:
-    """A reduced quickstart run (a couple of steps per stage, 3 held-out videos) through the CLI."""
+    """A reduced quickstart run through the CLI: the one trained model every test that needs one shares."""
     from videopanda.cli import main
 
     out = tmp_path_factory.mktemp("quickstart")
-    argv = ["quickstart", "--out", str(out), "--steps-scale", "0.02", "--num-test", "3", "--judge-items", "1",
-            "--dtype", precision]
+    argv = ["quickstart", "--out", str(out), *REDUCED_QUICKSTART, "--judge-items", "1", "--dtype", precision]
     assert main(argv) == 0
     return out
 

@@ -16,8 +16,8 @@ from videopanda.config import ConfigError
 from videopanda.data.decode import find_video_file
 from videopanda.data.synth import QA_DIR
 from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
-from videopanda.quickstart.config import QuickstartConfig
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+from videopanda.quickstart.config import QuickstartConfig
 from videopanda.train.config import load_train_config
 from videopanda.train.run import setup_stage, train_stage
 

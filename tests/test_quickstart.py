@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import assert_same_greedy_answer
+from conftest import REDUCED_QUICKSTART, assert_same_greedy_answer
 from videopanda.data.synth import QA_DIR
 from videopanda.eval.judge.rule_backend import rule_match
 from videopanda.eval.judge.runner import read_metrics
@@ -83,8 +83,8 @@ def test_the_same_seed_gives_the_same_run(quickstart_dir, tmp_path, precision):
     from videopanda.cli import main
 
     again = tmp_path / "again"
-    assert main(["quickstart", "--out", str(again), "--steps-scale", "0.02", "--num-test", "3",
-                 "--judge-items", "0", "--dtype", precision]) == 0
+    argv = ["quickstart", "--out", str(again), *REDUCED_QUICKSTART, "--judge-items", "0", "--dtype", precision]
+    assert main(argv) == 0
     first, second = (json.loads((d / "results.json").read_text()) for d in (quickstart_dir, again))
     assert second["accuracy"] == first["accuracy"]
     weights, repeated = (load_file(str(d / "model" / "model.safetensors")) for d in (quickstart_dir, again))
