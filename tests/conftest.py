@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,23 @@ def precision(pytestconfig) -> str:
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "golden: compares with tensors recorded from the public release")
+    use_test_cache_dir(config)
+
+
+def use_test_cache_dir(config) -> None:
+    """SmolLM2's converted copy in pytest's cache (``.pytest_cache/d/videopanda``), not the user's home: one
+    conversion per checkout, kept across runs (``--cache-clear`` drops it); CLI subprocesses get it via the env."""
+    from videopanda.cli import CACHE_DIR_ENV
+    from videopanda.model.smollm2_cache import set_default_cache_dir
+
+    if os.environ.get(CACHE_DIR_ENV):
+        directory = Path(os.environ[CACHE_DIR_ENV])
+    elif getattr(config, "cache", None) is not None:
+        directory = config.cache.mkdir("videopanda")
+    else:  # -p no:cacheprovider
+        directory = Path(tempfile.gettempdir()) / f"videopanda-test-cache-{os.getuid()}"
+    os.environ[CACHE_DIR_ENV] = str(directory)
+    set_default_cache_dir(directory)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -213,14 +231,17 @@ def tiny_videopanda_dir(tmp_path_factory, smollm2_tokenizer):
     return path
 
 
+# The reduced quickstart: one or two steps per stage (4 in all) on 3 training videos, 3 held-out videos.
+REDUCED_QUICKSTART = ("--steps-scale", "0.01", "--num-test", "3")
+
+
 @pytest.fixture(scope="session")
 def quickstart_dir(tmp_path_factory, precision) -> Path:
-    """A reduced quickstart run (a couple of steps per stage, 3 held-out videos) through the CLI."""
+    """A reduced quickstart run through the CLI: the one trained model every test that needs one shares."""
     from videopanda.cli import main
 
     out = tmp_path_factory.mktemp("quickstart")
-    argv = ["quickstart", "--out", str(out), "--steps-scale", "0.02", "--num-test", "3", "--judge-items", "1",
-            "--dtype", precision]
+    argv = ["quickstart", "--out", str(out), *REDUCED_QUICKSTART, "--judge-items", "1", "--dtype", precision]
     assert main(argv) == 0
     return out
 

@@ -1,4 +1,5 @@
-"""``videopanda ask`` (JSON) and ``videopanda chat`` under a pseudo-terminal, on the reduced quickstart's model."""
+"""``videopanda ask`` (JSON) and ``videopanda chat`` under a pseudo-terminal, on the reduced quickstart's model; ask
+on a tiny random model for the quick tier."""
 
 from __future__ import annotations
 
@@ -12,11 +13,9 @@ import time
 
 import pytest
 
-from videopanda.eval.predict import model_template
 from videopanda.data.decode import find_video_file
 from videopanda.data.synth import QA_DIR
-
-pytestmark = pytest.mark.slow
+from videopanda.eval.predict import model_template
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +30,7 @@ def held_out(quickstart_dir, precision):
     return video, question["question"], predictor.ask(video, question["question"])
 
 
+@pytest.mark.slow
 def test_ask_prints_the_models_answer_as_json(quickstart_dir, held_out, precision):
     video, question, expected = held_out
     command = [sys.executable, "-m", "videopanda", "ask", "--model", str(quickstart_dir / "model"),
@@ -58,6 +58,7 @@ def _read_until(fd: int, marker: bytes, timeout: float) -> bytes:
     return seen
 
 
+@pytest.mark.slow
 def test_chat_answers_turn_after_turn_under_a_pseudo_terminal(quickstart_dir, held_out, precision):
     video, question, expected = held_out
     primary, secondary = pty.openpty()
@@ -89,3 +90,14 @@ def test_model_template_reads_what_the_directory_records(tmp_path):
     assert model_template(tmp_path) == "chat_template"
     (tmp_path / "config.json").write_text('{"model_type": "videopanda", "prompt_template": "vicuna_v1_eval"}')
     assert model_template(tmp_path) == "vicuna_v1_eval"  # the model's config wins
+
+
+def test_ask_on_a_tiny_model_prints_one_json_line(tiny_videopanda_dir, make_video, capsys, precision):
+    """The quick tier's run of ``ask`` (in process, on the tiny random model): the whole path, any answer."""
+    from videopanda.cli import main
+
+    video = make_video("clip.mp4", height=112, width=112)
+    assert main(["ask", "--model", str(tiny_videopanda_dir), "--video", str(video), "--max-new-tokens", "2",
+                 "--dtype", precision, "--json", "What moves?"]) == 0
+    reply = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert reply["question"] == "What moves?" and reply["video"] == str(video) and isinstance(reply["answer"], str)

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import GOLDEN_DIR
+
+pytestmark = pytest.mark.slow  # three pytest subprocesses, each paying the torch/transformers imports
 
 STAB_TESTS = str(Path(__file__).with_name("test_stab.py"))
 

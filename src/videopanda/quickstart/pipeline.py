@@ -80,7 +80,7 @@ def expected_minutes(config: QuickstartConfig, precision: Precision) -> float:
 def load_models(config: QuickstartConfig):
     """(Video-Panda model around the LLM, its tokenizer, the judge: a pristine ChatLLM copy of the LLM, or None).
 
-    The LLM and its tokenizer are read once and copied (parsing SmolLM2's GGUF takes ~6 s a time).
+    The LLM and its tokenizer are read once and copied (SmolLM2 takes a few seconds even from its converted copy).
     """
     tokenizer = load_tokenizer(config.llm)
     llm = load_llm(config.llm)
