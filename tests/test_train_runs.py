@@ -160,3 +160,38 @@ def test_fsdp_resume_after_sigkill_ends_like_the_uninterrupted_fsdp_run(world, f
     assert "resuming from" in resumed.stderr and "checkpoint-1" in resumed.stderr
     assert (killed / "checkpoint-2" / "trainer_state.json").exists()
     assert_same_weights(final_weights(killed), final_weights(fsdp_run[0]), rtol=0, atol=0)
+
+
+# DeepSpeed ZeRO-2 and ZeRO-3 through the Trainer, on CPU processes with gloo (tests/deepspeed_on_cpu.py).
+DEEPSPEED_LAUNCHER = [str(Path(__file__).parent / "deepspeed_on_cpu.py")]
+DEEPSPEED_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "deepspeed"
+
+
+def write_deepspeed_config(world, output: Path, stage: int, **extra) -> Path:
+    settings = {"gradient_accumulation_steps": 1, **COMMON, **extra}
+    return write_config(world, output, distributed="deepspeed", deepspeed=str(DEEPSPEED_CONFIGS / f"zero{stage}.json"),
+                        **settings)
+
+
+def zero_shards(checkpoint: Path) -> list[str]:
+    """The files of DeepSpeed's sharded state in a Trainer checkpoint: one optimizer shard per rank."""
+    return sorted(p.name for p in checkpoint.glob("global_step*/*") if p.name.endswith("_optim_states.pt"))
+
+
+def optimizer_shards(checkpoint: Path) -> list[dict]:
+    return [torch.load(p, map_location="cpu", weights_only=False)
+            for p in sorted(checkpoint.glob("global_step*/*_optim_states.pt"))]
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["zero2", "zero3"])
+def zero_run(request, world) -> tuple[int, Path]:
+    stage = request.param
+    output = world["root"] / f"zero{stage}"
+    run_two_processes(write_deepspeed_config(world, output, stage), DEEPSPEED_LAUNCHER)
+    return stage, output
+
+
+def test_two_process_deepspeed_matches_one_process_with_the_same_global_batch(zero_run, one_process_run):
+    stage, output = zero_run
+    print(sorted(str(p.relative_to(output)) for p in output.rglob("*")))
+    assert_same_weights(trained_weights(output), one_process_run, rtol=1e-5, atol=1e-6)

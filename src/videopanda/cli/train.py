@@ -11,6 +11,8 @@ Under several processes, launch it with ``torchrun`` (see ``scripts/*.sh``).
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,17 +33,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from videopanda.train.config import load_train_config
-    from videopanda.train.run import run_stages, train_stage
+    from videopanda.train.run import stage_chain, train_stage
 
     overrides = list(args.overrides) + (["merge_lora=true"] if args.merge else [])
     if args.config:
-        output = train_stage(load_train_config(args.config, overrides, args.data_root))
+        configs = [load_train_config(args.config, overrides, args.data_root)]
     else:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-        output = run_stages(stages, args.config_dir, overrides, args.data_root)
+        configs = stage_chain(stages, args.config_dir, overrides, args.data_root)
+    if any(config.distributed == "deepspeed" for config in configs):
+        _single_process_world()
+    for config in configs:
+        output = train_stage(config)
     if _is_main_process():
         print(output)
     return 0
+
+
+def _single_process_world() -> None:
+    """Without a launcher (no RANK), the environment of a one-process torch.distributed world on this host.
+
+    DeepSpeed needs a process group even for one process, and without RANK it looks for an MPI launcher.
+    """
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
 
 
 def _is_main_process() -> bool:
