@@ -171,9 +171,12 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         video = None
         if inputs_embeds is None:
             video = self._video_features_or_none(pixel_values, chunk_lengths)
+            # Before the embeddings, where a batch with video runs the STAB: ZeRO-3 gathers in the same order.
+            untouched = video is None and self.stab_in_every_forward and self.training
+            zero = self._touch_visual_modules() if untouched else None
             inputs_embeds = self.embed_inputs(input_ids, video)
-            if video is None and self.stab_in_every_forward and self.training:
-                inputs_embeds = inputs_embeds + self._touch_visual_modules()
+            if zero is not None:
+                inputs_embeds = inputs_embeds + zero
         distill = self.distill_head is not None and teacher_features is not None and video is not None
         logit_positions = None
         if labels is not None:
@@ -209,17 +212,18 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         return self.get_video_features(pixel_values, chunk_lengths)
 
     def _touch_visual_modules(self) -> Tensor:
-        """A zero scalar that depends on every STAB and projector parameter: one blank image through both.
+        """A zero scalar that depends on every STAB and projector parameter: one blank video chunk through both
+        (a video, not an image, so the modules run, and ZeRO-3 gathers, in the order of a batch with video).
 
         The STAB runs in eval mode, so its BatchNorm statistics and dropout are as if it had not run;
         the gradients it adds are zeros.
         """
-        size = self.config.image_size
-        blank = self.stab.patch_embedding.weight.new_zeros(1, 4, size, size)
+        frames, size = self.config.chunk_length, self.config.image_size
+        blank = self.stab.patch_embedding.weight.new_zeros(frames, 4, size, size)
         blank[:, 3] = 1  # all of the canvas is valid
         self.stab.eval()
         try:
-            tokens = self.projector(self.stab(blank, torch.ones(1, dtype=torch.long)).tokens)  # (N, D)
+            tokens = self.projector(self.stab(blank, torch.tensor([frames])).tokens)  # (N, D)
         finally:
             self.stab.train()
         return tokens.sum() * 0
