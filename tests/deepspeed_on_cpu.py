@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sys
 
+import crash_after_checkpoint  # noqa: F401  (KILL_AFTER_CHECKPOINT)
 import deepspeed.comm.torch
 
-import crash_after_checkpoint  # noqa: F401  (KILL_AFTER_CHECKPOINT)
 from videopanda.cli import main
 
 deepspeed.comm.torch.build_shm_op = lambda: None

@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         configs = stage_chain(stages, args.config_dir, overrides, args.data_root)
     if any(config.distributed == "deepspeed" for config in configs):
-        _single_process_world()
+        single_process_world()
     for config in configs:
         output = train_stage(config)
     if _is_main_process():
@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _single_process_world() -> None:
+def single_process_world() -> None:
     """Without a launcher (no RANK), the environment of a one-process torch.distributed world on this host.
 
     DeepSpeed needs a process group even for one process, and without RANK it looks for an MPI launcher.
