@@ -221,11 +221,12 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         frames, size = self.config.chunk_length, self.config.image_size
         blank = self.stab.patch_embedding.weight.new_zeros(frames, 4, size, size)
         blank[:, 3] = 1  # all of the canvas is valid
+        was_training = self.stab.training
         self.stab.eval()
         try:
             tokens = self.projector(self.stab(blank, torch.tensor([frames])).tokens)  # (N, D)
         finally:
-            self.stab.train()
+            self.stab.train(was_training)
         return tokens.sum() * 0
 
     def distillation_loss(
