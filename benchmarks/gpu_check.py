@@ -123,11 +123,14 @@ def check_fsdp(world: World) -> str:
 def check_deepspeed(stage: int) -> Callable[[World], str]:
     def check(world: World) -> str:
         if not world.cuda:
-            raise Skip("DeepSpeed needs CUDA")
+            raise Skip("a GPU row: tests/test_train_runs.py proves ZeRO-2/3 on CPU (2 gloo processes, fp32 and bf16)")
         try:
             import deepspeed  # noqa: F401
         except ImportError as err:
             raise Skip("deepspeed is not installed (pip install 'videopanda[deepspeed]')") from err
+        from videopanda.cli.train import single_process_world
+
+        single_process_world()  # as `videopanda train` does without a launcher: DeepSpeed needs a process group
         return three_stages(world, f"zero{stage}", distributed="deepspeed",
                             deepspeed=str(REPO / "configs" / "deepspeed" / f"zero{stage}.json"))
     check.__name__ = f"check_zero{stage}"

@@ -6,22 +6,18 @@ launcher lifts that one gate: the Trainer, Accelerate's FSDP2 preparation, the w
 STAB and each LLM decoder layer), sharded optimizer steps and the full-state-dict save all run as
 they would on GPUs. Use: ``torchrun ... tests/fsdp_on_cpu.py train --config CONFIG``.
 
-With ``KILL_AFTER_CHECKPOINT=N`` in the environment, once every rank has written checkpoint-N,
-rank 0 sends SIGKILL to torchrun and every rank (each rank has its own process group): a crash
-at a known step.
+With ``KILL_AFTER_CHECKPOINT=N`` in the environment, the run crashes after checkpoint-N
+(``crash_after_checkpoint.py``).
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 
-import torch.distributed as dist
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType
-from transformers import Trainer
 
+import crash_after_checkpoint  # noqa: F401  (KILL_AFTER_CHECKPOINT)
 from videopanda.cli import main
 
 _original_init = AcceleratorState.__init__
@@ -36,21 +32,6 @@ def _init_allowing_cpu_fsdp(self, *args, fsdp_plugin=None, **kwargs):
 
 
 AcceleratorState.__init__ = _init_allowing_cpu_fsdp
-
-_original_save = Trainer._save_checkpoint
-
-
-def _save_then_maybe_crash(self, *args, **kwargs):
-    _original_save(self, *args, **kwargs)
-    if self.state.global_step == int(os.environ.get("KILL_AFTER_CHECKPOINT", -1)):
-        pids = [None] * dist.get_world_size()
-        dist.all_gather_object(pids, os.getpid())  # also a barrier: every rank's part is on disk
-        if dist.get_rank() == 0:
-            for pid in [os.getppid(), *pids[1:], os.getpid()]:  # torchrun first, so it restarts nothing
-                os.kill(pid, signal.SIGKILL)
-
-
-Trainer._save_checkpoint = _save_then_maybe_crash
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import subprocess
@@ -27,10 +29,10 @@ def world(tmp_path_factory, smollm2_tokenizer) -> dict[str, Path]:
             "annotations": write_video_dataset(root / "data", num_videos=8)}
 
 
-def write_config(world, output: Path, **extra) -> Path:
-    """A prealign config file for a tiny CPU run (every override written out as YAML keys)."""
+def write_config(world, output: Path, stage: str = "prealign", **extra) -> Path:
+    """A config file for a tiny CPU run of ``stage`` (every override written out as YAML keys)."""
     config: dict = {}
-    for override in stage_overrides(world["llm"], world["annotations"], output, "prealign", **extra):
+    for override in stage_overrides(world["llm"], world["annotations"], output, stage, **extra):
         key, _, value = override.partition("=")
         node = config
         *parents, leaf = key.split(".")
@@ -160,3 +162,144 @@ def test_fsdp_resume_after_sigkill_ends_like_the_uninterrupted_fsdp_run(world, f
     assert "resuming from" in resumed.stderr and "checkpoint-1" in resumed.stderr
     assert (killed / "checkpoint-2" / "trainer_state.json").exists()
     assert_same_weights(final_weights(killed), final_weights(fsdp_run[0]), rtol=0, atol=0)
+
+
+# DeepSpeed ZeRO-2 and ZeRO-3 through the Trainer, on CPU processes with gloo (tests/deepspeed_on_cpu.py).
+DEEPSPEED_LAUNCHER = [str(Path(__file__).parent / "deepspeed_on_cpu.py")]
+DEEPSPEED_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "deepspeed"
+
+
+def write_deepspeed_config(world, output: Path, zero_stage: int, stage: str = "prealign", **extra) -> Path:
+    settings = {"gradient_accumulation_steps": 1, **COMMON, **extra}
+    return write_config(world, output, stage, distributed="deepspeed",
+                        deepspeed=str(DEEPSPEED_CONFIGS / f"zero{zero_stage}.json"), **settings)
+
+
+def optimizer_shards(checkpoint: Path) -> dict[str, dict]:
+    """DeepSpeed's sharded optimizer state in a Trainer checkpoint: one file per rank, by file name."""
+    return {p.name: torch.load(p, map_location="cpu", weights_only=False)
+            for p in sorted(checkpoint.glob("global_step*/*_optim_states.pt"))}
+
+
+def zero3_padding(checkpoint: Path, rank: int, world_size: int = 2) -> torch.Tensor:
+    """(N,) bool over rank ``rank``'s flat fp32 partition: True where ZeRO-3 padded a parameter's shard (each
+    parameter splits into ceil(numel / world) elements per rank). Padding is uninitialised memory, never a weight."""
+    states = torch.load(next(checkpoint.glob(f"global_step*/zero_pp_rank_{rank}_mp_rank_00_model_states.pt")),
+                        map_location="cpu", weights_only=False)
+    padding = []
+    for group in states["param_shapes"]:
+        for shape in group.values():
+            numel = math.prod(shape)
+            shard = -(-numel // world_size)
+            held = max(0, min(shard, numel - rank * shard))
+            padding += [False] * held + [True] * (shard - held)
+    return torch.tensor(padding)
+
+
+def assert_same_state(a, b, where: str = "") -> None:
+    """Bit-for-bit equality of nested optimizer states (tensors, numbers, containers)."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{where}[{i}]")
+    elif hasattr(a, "__dict__"):  # e.g. DeepSpeed's loss scaler
+        assert type(a) is type(b), where
+        assert_same_state(vars(a), vars(b), where)
+    else:
+        assert a == b, where
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["zero2", "zero3"])
+def zero_run(request, world) -> tuple[int, Path]:
+    stage = request.param
+    output = world["root"] / f"zero{stage}"
+    run_two_processes(write_deepspeed_config(world, output, stage), DEEPSPEED_LAUNCHER)
+    return stage, output
+
+
+def test_two_process_deepspeed_matches_one_process_with_the_same_global_batch(zero_run, one_process_run):
+    stage, output = zero_run
+    shards = sorted(optimizer_shards(output / "checkpoint-2"))
+    assert shards == [f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" for rank in (0, 1)], shards  # the engine ran
+    assert_same_weights(trained_weights(output), one_process_run, rtol=1e-5, atol=1e-6)
+
+
+def test_deepspeed_resume_after_sigkill_ends_like_the_uninterrupted_run(world, zero_run):
+    """torchrun and both ranks SIGKILLed right after checkpoint-1; the same command resumes from it, and
+    every rank's optimizer shard and the saved model end bit for bit where the uninterrupted run ended."""
+    stage, straight = zero_run
+    killed = world["root"] / f"zero{stage}_killed"
+    config = write_deepspeed_config(world, killed, stage, save_steps=1)
+    crash = subprocess.run(torchrun_command(config, DEEPSPEED_LAUNCHER), capture_output=True, text=True,
+                           env={**ONE_THREAD, "KILL_AFTER_CHECKPOINT": "1"})
+    assert crash.returncode == -signal.SIGKILL, crash.stderr[-3000:]
+    assert len(optimizer_shards(killed / "checkpoint-1")) == 2
+    assert not (killed / "checkpoint-2").exists() and not (killed / "model.safetensors").exists()
+
+    resumed = run_two_processes(config, DEEPSPEED_LAUNCHER)
+    assert "resuming from" in resumed.stderr and "checkpoint-1" in resumed.stderr
+    ended, expected = optimizer_shards(killed / "checkpoint-2"), optimizer_shards(straight / "checkpoint-2")
+    assert ended.keys() == expected.keys() and len(ended) == 2
+    for rank, name in enumerate(sorted(ended)):
+        if stage == 3:  # the padding of the flat master copy is left out (see zero3_padding)
+            weights = ~zero3_padding(straight / "checkpoint-2", rank)
+            for state in (ended[name], expected[name]):
+                state["optimizer_state_dict"]["fp32_flat_groups"][0] = state["optimizer_state_dict"][
+                    "fp32_flat_groups"][0].detach()[weights]
+        assert_same_state(ended[name]["optimizer_state_dict"], expected[name]["optimizer_state_dict"], name)
+    assert_same_weights(final_weights(killed), final_weights(straight), rtol=0, atol=0)
+
+
+def floating_dtypes(weights: dict[str, torch.Tensor]) -> set[torch.dtype]:
+    return {t.dtype for t in weights.values() if t.is_floating_point()}
+
+
+def test_zero3_bf16_with_a_text_only_batch_on_one_rank(world):
+    """ZeRO-3 in bf16, its last step a video on one rank and a text-only conversation on the other: the rank
+    without video still gathers the STAB (it would otherwise wait forever on the other's all-gathers), and every
+    parameter and buffer trains and is saved in bf16 (the run checks the engine before its first step)."""
+    items = json.loads(world["annotations"].read_text())[:7]
+    items.append({"id": "text", "conversations": [{"from": "human", "value": "Say something."},
+                                                  {"from": "gpt", "value": "A square moves to the right."}]})
+    annotations = world["annotations"].with_name("with_text.json")
+    annotations.write_text(json.dumps(items))
+    from videopanda.data.sampler import ModalityLengthGroupedSampler
+
+    sampler = ModalityLengthGroupedSampler([("video", 8)] * 7 + [("text", 8)], batch_size=1, world_size=2)
+    assert 7 in list(sampler)[-2:]  # the last step: one rank's batch is the conversation, the other's a video
+    output = world["root"] / "zero3_bf16_text"
+    config = write_deepspeed_config(world, output, 3, precision="bf16", max_steps=4,
+                                    **{"data.annotation_files": json.dumps([str(annotations)])})
+    run = subprocess.run(torchrun_command(config, DEEPSPEED_LAUNCHER), capture_output=True, text=True,
+                         env=ONE_THREAD, timeout=600)  # a hang fails instead of blocking the suite
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(optimizer_shards(output / "checkpoint-4")) == 2
+    assert floating_dtypes(final_weights(output)) == {torch.bfloat16}
+    assert any(k.endswith("running_var") for k in final_weights(output))  # buffers are in what was checked
+
+
+def test_one_process_zero2_bf16_lora_without_a_launcher(world):
+    """``videopanda train`` alone (no torchrun, no RANK) with ZeRO-2 in bf16 and LoRA, as the README's smoke
+    test runs the release configs: a one-process world, adapters trained, and a merged model that loads."""
+    from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+
+    output = world["root"] / "zero2_lora"
+    lora = json.dumps({"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
+    config = write_deepspeed_config(world, output, 2, "finetune", precision="bf16", **{"model.lora": lora})
+    environment = {k: v for k, v in ONE_THREAD.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    run = subprocess.run([sys.executable, *DEEPSPEED_LAUNCHER, "train", "--config", str(config), "--merge"],
+                         capture_output=True, text=True, env=environment)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert list(optimizer_shards(output / "checkpoint-2")) == ["bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"]
+    trained = {**load_file(str(output / "adapter" / "adapter_model.safetensors")),
+               **load_file(str(output / "non_llm_weights.safetensors"))}  # what the engine held, as saved
+    assert any("lora_" in k for k in trained) and floating_dtypes(trained) == {torch.bfloat16}
+    merged = VideoPandaForCausalLM.from_pretrained(output)  # the base LLM's weights with the adapters folded in
+    stab = {k: v.float() if v.is_floating_point() else v for k, v in trained.items() if k.startswith("stab.")}
+    assert_same_weights({k: v for k, v in merged.state_dict().items() if k.startswith("stab.")}, stab)

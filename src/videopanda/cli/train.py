@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -42,6 +43,8 @@ def _run(args: argparse.Namespace) -> int:
     else:  # every stage's config is loaded and checked before the first one trains
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         configs = stage_chain(stages, args.config_dir, overrides, args.data_root)
+    if any(config.distributed == "deepspeed" for config in configs):
+        single_process_world()
     with _output_locks(configs):
         for config in configs:
             output = train_stage(config)
@@ -61,6 +64,20 @@ def _output_locks(configs: list) -> Iterator[None]:
             for config in configs:
                 held.enter_context(OutputLock(config.output_dir, "train"))
         yield
+
+
+def single_process_world() -> None:
+    """Without a launcher (no RANK), the environment of a one-process torch.distributed world on this host.
+
+    DeepSpeed needs a process group even for one process, and without RANK it looks for an MPI launcher.
+    """
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
 
 
 def _is_main_process() -> bool:

@@ -99,6 +99,9 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         self.projector = build_projector(config.stab_hidden_size, config.llm_hidden_size)
         self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
         self.distill_head = DistillationHead(config) if config.use_distillation else None
+        # Set by training under DeepSpeed: ZeRO-3 gathers the STAB's parameters when it runs, so every rank must
+        # run it in every step, also on a batch without video (see ``_touch_visual_modules``).
+        self.stab_in_every_forward = False
         self.post_init()
 
     @classmethod
@@ -186,7 +189,12 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
             if input_ids is None:
                 raise ValueError("forward needs input_ids or inputs_embeds")
             video = self._video_features_or_none(pixel_values, chunk_lengths)
+            # Before the embeddings, where a batch with video runs the STAB: ZeRO-3 gathers in the same order.
+            untouched = video is None and self.stab_in_every_forward and self.training
+            zero = self._touch_visual_modules() if untouched else None
             inputs_embeds = self.embed_inputs(input_ids, video)
+            if zero is not None:
+                inputs_embeds = inputs_embeds + zero
         distill = self.distill_head is not None and teacher_features is not None and video is not None
         logit_positions = None
         if labels is not None:
@@ -223,6 +231,24 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         if chunk_lengths is None:
             raise ValueError(f"pixel_values {tuple(pixel_values.shape)} need chunk_lengths (C,)")
         return self.get_video_features(pixel_values, chunk_lengths)
+
+    def _touch_visual_modules(self) -> Tensor:
+        """A zero scalar that depends on every STAB and projector parameter: one blank video chunk through both
+        (a video, not an image, so the modules run, and ZeRO-3 gathers, in the order of a batch with video).
+
+        The STAB runs in eval mode, so its BatchNorm statistics and dropout are as if it had not run;
+        the gradients it adds are zeros.
+        """
+        frames, size = self.config.chunk_length, self.config.image_size
+        blank = self.stab.patch_embedding.weight.new_zeros(frames, 4, size, size)
+        blank[:, 3] = 1  # all of the canvas is valid
+        was_training = self.stab.training
+        self.stab.eval()
+        try:
+            tokens = self.projector(self.stab(blank, torch.tensor([frames])).tokens)  # (N, D)
+        finally:
+            self.stab.train(was_training)
+        return tokens.sum() * 0
 
     def distillation_loss(
         self,

@@ -29,7 +29,7 @@ its BatchNorm would count a recomputed batch twice in its running statistics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +39,9 @@ from videopanda.model.configuration_videopanda import VideoPandaConfig
 from videopanda.model.stab_attention import GlobalSpatioTemporalAttention, SegmentAttention, WindowAttention
 
 
-@dataclass
-class STABOutput:
+class STABOutput(NamedTuple):
+    """A NamedTuple, not a dataclass: DeepSpeed ZeRO-3's module hooks find tensors only in tuples, lists, dicts."""
+
     tokens: Tensor  # (sum_f N_f, d), frames in order
     grid_hw: Tensor  # (F, 2) long: each frame's LSD grid after cropping
 

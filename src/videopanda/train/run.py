@@ -37,6 +37,7 @@ from videopanda.train.lora import (
 from videopanda.train.stages import LLM_PREFIX, StageRule, apply_stage, get_stage, group_learning_rates
 from videopanda.train.teacher_source import build_teacher_source
 from videopanda.train.trainer import VideoPandaTrainer
+from videopanda.train.zero import PrecisionCheck, cast_for_engine, start_deepspeed_comm
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -184,6 +185,8 @@ def setup_stage(config: TrainConfig) -> StageSetup:
     args = training_arguments(config, rule, rates)  # sets up the process group under torchrun
     if args.process_index != 0:
         logging.getLogger("videopanda").setLevel(logging.WARNING)
+    if config.distributed == "deepspeed":
+        start_deepspeed_comm(args.ddp_backend or ("nccl" if torch.cuda.is_available() else "gloo"))
     set_seed(config.seed)  # a fresh STAB is initialised identically on every rank and rerun
     model, tokenizer = load_model(config.model)
     return assemble_stage(config, rule, rates, args, model, tokenizer)
@@ -217,11 +220,22 @@ def assemble_stage(
     dataset = build_dataset(config, rule, model, tokenizer, with_teacher_frames=bool(teacher and teacher.needs_frames),
                             with_keys=bool(teacher and teacher.needs_keys))
     collator = VideoPandaCollator(tokenizer.pad_token_id, "right", with_teacher=bool(teacher and teacher.needs_frames))
+    deepspeed = config.distributed == "deepspeed"
+    if deepspeed:
+        cast_for_engine(model, engine_dtype(config))
+        model.stab_in_every_forward = True  # ZeRO-3 gathers the STAB on every rank or on none
     trainer = VideoPandaTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=tokenizer,
         stage=rule, rates=rates, teacher_features=teacher,
     )
+    if deepspeed:
+        trainer.add_callback(PrecisionCheck(trainer, engine_dtype(config)))
     return StageSetup(config, rule, model, tokenizer, dataset, trainer)
+
+
+def engine_dtype(config: TrainConfig) -> torch.dtype:
+    """The dtype DeepSpeed holds the weights in: the training precision (its optimizer keeps float32 masters)."""
+    return getattr(torch, canonical_dtype_name(config.precision))
 
 
 def uses_lora(config: TrainConfig, rule: StageRule) -> bool:
