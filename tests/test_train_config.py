@@ -203,8 +203,9 @@ def test_stage_chain_checks_every_stage_before_training_and_refuses_a_shared_out
         stage_chain(["pretrain", "finetune"], config_dir)
     with pytest.raises(FileNotFoundError, match="data.annotation_files"):
         stage_chain(["pretrain"], config_dir, [f"data.annotation_files=[{tmp_path / 'absent.json'}]"])
-    with pytest.raises(ConfigError, match="deepspeed package|deepspeed config"):
-        stage_chain(["pretrain"], config_dir, ["distributed=deepspeed", "deepspeed=configs/deepspeed/zero2.json"])
+    # deepspeed is a test dependency, so what is checked here is the config file the stage names.
+    with pytest.raises(FileNotFoundError, match="deepspeed config"):
+        stage_chain(["pretrain"], config_dir, ["distributed=deepspeed", f"deepspeed={tmp_path / 'absent.json'}"])
 
 
 def test_resume_refuses_a_checkpoint_of_another_stage_or_config(tmp_path):
