@@ -24,7 +24,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from serve_support import start_uvicorn  # noqa: E402
-
 from videopanda.serve import MediaPolicy, ServeConfig, create_app, load_served_model  # noqa: E402
 
 PROMPTS = [f"Give one short fact about the number {i}." for i in range(64)]

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import sys
 
+import crash_after_checkpoint  # noqa: F401  (KILL_AFTER_CHECKPOINT)
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType
 
-import crash_after_checkpoint  # noqa: F401  (KILL_AFTER_CHECKPOINT)
 from videopanda.cli import main
 
 _original_init = AcceleratorState.__init__

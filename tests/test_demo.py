@@ -17,7 +17,6 @@ gr = pytest.importorskip("gradio", reason="the demo extra: pip install -e '.[dem
 
 from conftest import moving_square_frames  # noqa: E402
 from serve_support import frames_sensitive_model, free_port  # noqa: E402
-
 from videopanda.data.conversation import Turn  # noqa: E402
 from videopanda.data.decode import read_video_frames  # noqa: E402
 from videopanda.data.video_writer import write_video  # noqa: E402

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli_errors import assert_user_error
 
+from test_cli_errors import assert_user_error
 from videopanda.cli import main
 from videopanda.eval.jsonl import read_jsonl
 from videopanda.eval.judge.release_files import item_path, read_release

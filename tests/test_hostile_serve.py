@@ -23,9 +23,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import moving_square_frames, tiny_llama_config
 from serve_support import StaticFiles, free_port, start_cli_server
-
 from videopanda.cli import main
 from videopanda.data.video_writer import write_video
 from videopanda.serve.media import MediaPolicy, media_file

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import moving_square_frames
 
+from conftest import moving_square_frames
 from videopanda.data.video_writer import write_video
 from videopanda.eval.jsonl import write_jsonl
 

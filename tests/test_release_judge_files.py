@@ -6,8 +6,8 @@ from __future__ import annotations
 import ast
 import csv
 import json
-import re
 import os
+import re
 
 import pytest
 

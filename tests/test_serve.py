@@ -20,9 +20,9 @@ import httpx
 import numpy as np
 import openai
 import pytest
+
 from conftest import moving_square_frames
 from serve_support import StaticFiles, frames_sensitive_model, free_port, png_data_url, start_cli_server, start_uvicorn
-
 from videopanda.data.video_writer import write_video
 from videopanda.eval.generation import GenerationRequest, cut_at_stops
 from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor

@@ -105,8 +105,8 @@ def judge_final(chat: ChatLLM, config: QuickstartConfig, predictions: Path, out:
     from videopanda.eval.judge.base import LLMJudge
     from videopanda.eval.judge.local_backend import LocalBackend
     from videopanda.eval.judge.prompts import get_prompt
-    from videopanda.eval.judge.runner import load_predictions, run_judge
     from videopanda.eval.judge.rule_backend import rule_match
+    from videopanda.eval.judge.runner import load_predictions, run_judge
 
     items = load_predictions(predictions)[: config.judge_items]
     # Greedy decoding repeats itself: one attempt per item (a malformed reply is a recorded failure).

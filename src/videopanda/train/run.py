@@ -32,7 +32,12 @@ from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.runtime import canonical_dtype_name, resolve_precision
 from videopanda.train.config import ModelInit, TrainConfig, load_train_config
 from videopanda.train.lora import (
-    add_lora, is_lora_output, load_lora_output, merge_lora_output, qlora_quantization_config, save_lora_output,
+    add_lora,
+    is_lora_output,
+    load_lora_output,
+    merge_lora_output,
+    qlora_quantization_config,
+    save_lora_output,
 )
 from videopanda.train.stages import LLM_PREFIX, StageRule, apply_stage, get_stage, group_learning_rates
 from videopanda.train.teacher_source import build_teacher_source

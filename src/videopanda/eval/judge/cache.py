@@ -12,8 +12,8 @@ import hashlib
 import threading
 from pathlib import Path
 
-from videopanda.eval.judge.base import QAItem, Verdict
 from videopanda.eval.jsonl import JsonlAppender, read_jsonl
+from videopanda.eval.judge.base import QAItem, Verdict
 
 
 def cache_key(model: str, prompt_hash: str, item: QAItem) -> str:

@@ -8,8 +8,13 @@ from pathlib import Path
 
 from videopanda.lmms import qa_task
 from videopanda.lmms.qa_task import (  # noqa: F401  (named by the task YAML)
-    aggregate_accuracy, aggregate_accuracy_all, aggregate_rule_accuracy, aggregate_score, doc_to_target,
-    doc_to_text, doc_to_visual,
+    aggregate_accuracy,
+    aggregate_accuracy_all,
+    aggregate_rule_accuracy,
+    aggregate_score,
+    doc_to_target,
+    doc_to_text,
+    doc_to_visual,
 )
 
 
