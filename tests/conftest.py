@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -26,7 +27,8 @@ def golden_cases(kind: str) -> list:
     A kind with no case yields one skipped param; ``pytest_runtest_makereport`` turns that skip into an error.
     """
     directory = golden_dir()
-    cases = sorted(p.with_suffix("") for p in directory.glob(f"{kind}_*.json") if p.with_suffix(".safetensors").exists())
+    cases = sorted(p.with_suffix("") for p in directory.glob(f"{kind}_*.json")
+                   if p.with_suffix(".safetensors").exists())
     if not cases:
         skip = pytest.mark.skip(reason=f"no {kind}_* golden cases in {directory}")
         return [pytest.param(None, id=f"no-{kind}-cases", marks=[pytest.mark.golden, skip])]
@@ -120,6 +122,24 @@ def make_video(tmp_path):
         return write_video(tmp_path / name, moving_square_frames(num_frames, height, width, **kw), fps=fps)
 
     return _make
+
+
+@pytest.fixture
+def synth_root(tmp_path):
+    """DATA_ROOT with a Synth_Zero_Shot_QA set: 5 questions over 3 videos, one question without a video."""
+    from videopanda.data.video_writer import write_video
+
+    qa = tmp_path / "data" / "eval" / "GPT_Zero_Shot_QA" / "Synth_Zero_Shot_QA"
+    for k in range(3):
+        write_video(qa / "videos" / f"clip{k}.mp4", moving_square_frames(8, 48, 64, seed=k), fps=4.0)
+    names = ["clip0", "clip1", "clip2", "clip0", "gone"]
+    answers = ["red", "two", "a man", "left", "blue"]
+    (qa / "test_q.json").write_text(json.dumps(
+        [{"video_name": n, "question": f"what about {n}, take {i}?", "question_id": f"q{i}"}
+         for i, n in enumerate(names)]))
+    (qa / "test_a.json").write_text(json.dumps(
+        [{"answer": a, "type": "t", "question_id": f"q{i}"} for i, a in enumerate(answers)]))
+    return tmp_path / "data"
 
 
 @pytest.fixture(scope="session")

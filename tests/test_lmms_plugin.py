@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from conftest import moving_square_frames
-from test_lmms_tasks import synth_root  # noqa: F401  (a fixture)
 from videopanda.cli import main
 from videopanda.data.conversation import Turn
 from videopanda.data.video_writer import write_video

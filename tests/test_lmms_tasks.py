@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 
 import pytest
 
-from conftest import moving_square_frames
 from videopanda.cli import main
-from videopanda.data.video_writer import write_video
 from videopanda.eval.jsonl import read_jsonl, write_jsonl
 from videopanda.eval.judge.runner import read_metrics
-
-
-@pytest.fixture
-def synth_root(tmp_path):
-    """DATA_ROOT with a Synth_Zero_Shot_QA set: 5 questions over 3 videos, one question without a video."""
-    qa = tmp_path / "data" / "eval" / "GPT_Zero_Shot_QA" / "Synth_Zero_Shot_QA"
-    for k in range(3):
-        write_video(qa / "videos" / f"clip{k}.mp4", moving_square_frames(8, 48, 64, seed=k), fps=4.0)
-    names = ["clip0", "clip1", "clip2", "clip0", "gone"]
-    answers = ["red", "two", "a man", "left", "blue"]
-    (qa / "test_q.json").write_text(json.dumps(
-        [{"video_name": n, "question": f"what about {n}, take {i}?", "question_id": f"q{i}"} for i, n in enumerate(names)]))
-    (qa / "test_a.json").write_text(json.dumps(
-        [{"answer": a, "type": "t", "question_id": f"q{i}"} for i, a in enumerate(answers)]))
-    return tmp_path / "data"
 
 
 def judge_script(body, n):
@@ -59,7 +41,7 @@ def test_task_metrics_equal_eval_judge(synth_root, scripted_openai_server, tmp_p
 
     preds = ["it is red", "2 of them", "a woman", "garbage"]
     predictions = [{"id": d["question_id"], "question": d["question"], "answer": d["answer"], "pred": p}
-                   for d, p in zip(docs, preds)]
+                   for d, p in zip(docs, preds, strict=True)]
     write_jsonl(tmp_path / "run" / "merge.jsonl", predictions)
     for backend in ("openai", "rule"):
         assert main(["eval", "judge", str(tmp_path / "run" / "merge.jsonl"), "--backend", backend, "--base-url",
@@ -71,7 +53,7 @@ def test_task_metrics_equal_eval_judge(synth_root, scripted_openai_server, tmp_p
 
     utils = load_task_utils(tasks_dir)
     assert utils.doc_to_text(docs[0]) == docs[0]["question"] and utils.doc_to_visual(docs[0]) == [docs[0]["video"]]
-    records = [utils.process_results(d, [p]) for d, p in zip(docs, preds)]
+    records = [utils.process_results(d, [p]) for d, p in zip(docs, preds, strict=True)]
     by_metric = {m: [r[m] for r in records] for m in records[0]}
     assert utils.aggregate_accuracy(by_metric["gpt_eval_accuracy"], None) == pytest.approx(100 * judged["accuracy"])
     assert utils.aggregate_accuracy_all(by_metric["gpt_eval_accuracy_all"], None) == pytest.approx(
