@@ -180,7 +180,8 @@ def test_readme_python_example_runs(tiny_videopanda_dir, make_video, tmp_path, m
     assert type(namespace["model"]).__name__ == "VideoPandaForCausalLM"
     import videopanda
 
-    assert {"VideoPandaForCausalLM", "VideoPandaConfig", "VideoPandaProcessor", "VideoPandaPredictor"} <= set(dir(videopanda))
+    exported = {"VideoPandaForCausalLM", "VideoPandaConfig", "VideoPandaProcessor", "VideoPandaPredictor"}
+    assert exported <= set(dir(videopanda))
     assert videopanda.VideoPandaConfig.model_type == "videopanda"
     assert "torch" not in subprocess.run([sys.executable, "-c", "import sys, videopanda; print(sorted(sys.modules))"],
                                          capture_output=True, text=True, check=True).stdout

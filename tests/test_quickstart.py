@@ -43,7 +43,8 @@ def test_every_evaluation_answered_every_held_out_question_and_is_scored_by_rule
     for row in ROWS:
         predictions = _read_jsonl(quickstart_dir / "eval" / row / "merge.jsonl")
         scored = results["questions"][row]  # mid-run rows: the first N questions; the final row: all
-        assert scored == (len(test_a) if row == ROWS[-1] else min(len(test_a), QuickstartConfig().midrun_eval_questions))
+        midrun = min(len(test_a), QuickstartConfig().midrun_eval_questions)
+        assert scored == (len(test_a) if row == ROWS[-1] else midrun)
         assert [p["id"] for p in predictions] == [a["question_id"] for a in test_a][:scored]
         recomputed = accuracy_by_type(predictions, types)
         for kind, value in results["accuracy"][row].items():

@@ -232,10 +232,13 @@ def test_the_sdk_shows_the_servers_message(client):
 
 def test_malformed_input_is_never_a_500_nor_echoed(cli_server):
     payload = base64.b64encode(os.urandom(3000)).decode()
+    def one_part(kind: str, url: str) -> dict:
+        return {"messages": [{"role": "user", "content": [{"type": kind, kind: url}]}]}
+
     cases = [
-        {"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": f"data:video/mp4;base64,{payload}"}]}]},
-        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": f"data:image/png;base64,{payload}"}]}]},
-        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": f"data:image/png;base64,!{payload}"}]}]},
+        one_part("video_url", f"data:video/mp4;base64,{payload}"),
+        one_part("image_url", f"data:image/png;base64,{payload}"),
+        one_part("image_url", f"data:image/png;base64,!{payload}"),
         {"messages": [{"role": "user", "content": 12345}], "note": payload},
         {"messages": [{"role": "user", "content": "hi"}], "max_tokens": payload},
     ]

@@ -56,11 +56,12 @@ def test_stab_matches_release_outputs_and_gradients(case):
     loss.backward()
     ours = {f"stab.{k}": p.grad for k, p in stab.named_parameters() if p.grad is not None}
     ours |= {f"projector.{k}": p.grad for k, p in projector.named_parameters()}
-    grads = {k: v for k, v in ours_to_release(ours).items() if k.startswith(("model.video_tower.", "model.video_projector."))}
+    grads = {k: v for k, v in ours_to_release(ours).items()
+             if k.startswith(("model.video_tower.", "model.video_projector."))}
     expected = {k[len("grad.") :]: v for k, v in tensors.items() if k.startswith("grad.")}
     assert sorted(grads) == sorted(expected)
     for name, grad in expected.items():
-        torch.testing.assert_close(grads[name], grad, atol=1e-4, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(grads[name], grad, atol=1e-4, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def letterboxed_frame(size: int, rows: tuple[int, int], cols: tuple[int, int], generator) -> torch.Tensor:
@@ -69,14 +70,16 @@ def letterboxed_frame(size: int, rows: tuple[int, int], cols: tuple[int, int], g
     frame[:3] = torch.randn(3, size, size, generator=generator) * 0.1
     frame[3, rows[0] : rows[1], cols[0] : cols[1]] = 1
     frame[:3] *= frame[3]
-    frame[:3, rows[0] : rows[1], cols[0] : cols[1]] = torch.randn(3, rows[1] - rows[0], cols[1] - cols[0], generator=generator)
+    frame[:3, rows[0] : rows[1], cols[0] : cols[1]] = torch.randn(3, rows[1] - rows[0], cols[1] - cols[0],
+                                                                   generator=generator)
     return frame
 
 
 @pytest.fixture
 def small_stab():
     torch.manual_seed(0)
-    config = VideoPandaConfig(text_config=tiny_llama_config(), stab_hidden_size=32, image_size=112, teacher_image_size=56)
+    config = VideoPandaConfig(text_config=tiny_llama_config(), stab_hidden_size=32, image_size=112,
+                              teacher_image_size=56)
     stab = STAB(config).eval()
     with torch.no_grad():  # leave no zero-initialised branch inert
         for p in stab.parameters():
@@ -87,10 +90,12 @@ def small_stab():
 def test_batch_of_mixed_videos_and_image_equals_separate_runs(small_stab):
     g = torch.Generator().manual_seed(1)
     wide = torch.stack([letterboxed_frame(112, (28, 84), (0, 112), g) for _ in range(8)])
-    tall = torch.stack([letterboxed_frame(112, (0, 112), (28, 84), g) for _ in range(4)] + [torch.zeros(4, 112, 112)] * 4)
+    tall = torch.stack([letterboxed_frame(112, (0, 112), (28, 84), g) for _ in range(4)]
+                       + [torch.zeros(4, 112, 112)] * 4)
     image = letterboxed_frame(112, (0, 112), (0, 112), g)[None]
     batch = small_stab(torch.cat([wide, image, tall]), torch.tensor([4, 4, 1, 4, 4]))
-    parts = [small_stab(wide, torch.tensor([4, 4])), small_stab(image, torch.tensor([1])), small_stab(tall, torch.tensor([4, 4]))]
+    parts = [small_stab(wide, torch.tensor([4, 4])), small_stab(image, torch.tensor([1])),
+             small_stab(tall, torch.tensor([4, 4]))]
     torch.testing.assert_close(batch.tokens, torch.cat([p.tokens for p in parts]), atol=1e-5, rtol=1e-5)
     assert batch.grid_hw.tolist() == [[2, 4]] * 8 + [[4, 4]] + [[4, 2]] * 4 + [[4, 4]] * 4
     assert int(batch.tokens_per_frame.sum()) == batch.tokens.shape[0]
