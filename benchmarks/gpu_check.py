@@ -78,7 +78,8 @@ def make_world(root: Path) -> World:
 def stage_overrides(world: World, name: str, **extra) -> list[str]:
     values = {
         "model.use_distillation": False, "output_dir": str(world.root / name),
-        "precision": world.precision, "max_steps": 2 if world.cuda else 1, "per_device_batch_size": 2, "gradient_accumulation_steps": 1,
+        "precision": world.precision, "max_steps": 2 if world.cuda else 1, "per_device_batch_size": 2,
+        "gradient_accumulation_steps": 1,
         "gradient_checkpointing": True, "save_steps": 1000, "logging_steps": 1, "data.max_samples": 8,
         "data.num_workers": 0, "model.config": json.dumps(TINY_STAB),
     }
@@ -117,7 +118,8 @@ def check_ddp(world: World) -> str:
 def check_fsdp(world: World) -> str:
     if not world.cuda:
         raise Skip("FSDP through Accelerate needs CUDA (tests/test_train_runs.py proves it on CPU, 2 processes)")
-    return three_stages(world, "fsdp", distributed="fsdp", fsdp_config=str(REPO / "configs" / "fsdp" / "full_shard.json"))
+    return three_stages(world, "fsdp", distributed="fsdp",
+                        fsdp_config=str(REPO / "configs" / "fsdp" / "full_shard.json"))
 
 
 def check_deepspeed(stage: int) -> Callable[[World], str]:

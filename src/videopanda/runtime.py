@@ -66,7 +66,9 @@ def resolve_device(device: str = "cpu") -> torch.device:
         raise DeviceError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from err
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {device!r}: this machine has no CUDA device (PyTorch sees none); use --device cpu")
+            raise DeviceError(
+                f"device {device!r}: this machine has no CUDA device (PyTorch sees none); use --device cpu"
+            )
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise DeviceError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     return resolved

@@ -8,6 +8,7 @@ prompt template the model directory records (``eval.predict.model_template``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -33,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, required=True, metavar="DIR", help="a trained Video-Panda model directory")
+    parser.add_argument("--model", type=Path, required=True, metavar="DIR",
+                        help="a trained Video-Panda model directory")
     parser.add_argument("--video", type=Path, required=True, metavar="FILE")
     parser.add_argument("--template", help="prompt template (default: the one the model directory records)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
@@ -108,10 +110,8 @@ def chat_loop(predictor, video: Path, read: Callable[[str], str] = input, out: T
 
 
 def _run_chat(args: argparse.Namespace) -> int:
-    try:
+    with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
-    except ImportError:
-        pass
     predictor = load_predictor(args)
     print(f"Chatting about {args.video} ({' or '.join(QUIT_COMMANDS)} to leave, {RESET_COMMAND} to forget).",
           flush=True)

@@ -28,7 +28,9 @@ def demo_command(args: argparse.Namespace) -> int:
     try:
         from videopanda.serve.demo import DemoConfig, launch
     except ImportError as err:
-        raise SystemExit(f"videopanda demo needs gradio ({err.name} is missing): pip install 'videopanda[demo]'") from None
+        raise SystemExit(
+            f"videopanda demo needs gradio ({err.name} is missing): pip install 'videopanda[demo]'"
+        ) from None
     from videopanda.serve.server import PortInUseError, bind_socket
 
     if not (args.model / "config.json").is_file():

@@ -1,7 +1,8 @@
 """``videopanda convert``: release checkpoint directories <-> our ``save_pretrained`` directories.
 
     videopanda convert --release Video-Panda-7B/videopanda_fitu --out runs/videopanda_fitu
-    videopanda convert --to-release --model runs/stage3 --out exported/ [--teacher runs/videopanda_fitu/teacher.safetensors]
+    videopanda convert --to-release --model runs/stage3 --out exported/
+        (add --teacher runs/videopanda_fitu/teacher.safetensors to export the distillation teacher too)
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``convert``."""
-    parser = subparsers.add_parser("convert", help="convert a release checkpoint to ours (or ours to the release layout)")
+    parser = subparsers.add_parser("convert",
+                                   help="convert a release checkpoint to ours (or ours to the release layout)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--release", type=Path, help="release directory (config.json + pytorch_model-*.bin / *.safetensors)")
+    source.add_argument("--release", type=Path,
+                        help="release directory (config.json + pytorch_model-*.bin / *.safetensors)")
     source.add_argument("--model", type=Path, help="our model directory (save_pretrained), with --to-release")
     parser.add_argument("--to-release", action="store_true", help="write --model in the release layout")
     parser.add_argument("--out", type=Path, required=True, help="output directory")

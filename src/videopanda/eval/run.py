@@ -136,8 +136,9 @@ def run_shard(
         for start in tqdm(batches, desc=f"answer shard {shard_id}/{num_shards}"):
             batch = todo[start : start + predictor.batch_size]
             loaded = list(loader.map(lambda q: _load(q, video_dir, predictor), batch))
-            ready = [(q, v) for q, (v, reason) in zip(batch, loaded) if reason is None]
-            missing += [{"id": q.id, "video_name": q.video_name, "reason": r} for q, (_, r) in zip(batch, loaded) if r]
+            ready = [(q, v) for q, (v, reason) in zip(batch, loaded, strict=True) if reason is None]
+            missing += [{"id": q.id, "video_name": q.video_name, "reason": r}
+                        for q, (_, r) in zip(batch, loaded, strict=True) if r]
             if not ready:
                 continue
             preds = predictor.answer([v for _, v in ready], [q.question for q, _ in ready])
@@ -177,7 +178,8 @@ def record_run_settings(output_dir: str | Path, settings: dict[str, Any]) -> dic
     path = Path(output_dir) / SETTINGS_FILE
     if path.is_file():
         before = json.loads(path.read_text())
-        changed = sorted(k for k in set(before) | set(settings) if k != "precision" and before.get(k) != settings.get(k))
+        changed = sorted(k for k in set(before) | set(settings)
+                         if k != "precision" and before.get(k) != settings.get(k))
         if (before.get("precision") or {}).get("dtype") != (settings.get("precision") or {}).get("dtype"):
             changed.append("precision")
         if changed:

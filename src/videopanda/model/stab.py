@@ -193,7 +193,9 @@ class STAB(nn.Module):
         grid_hw = size // self.lsd_stride  # (F, 2)
         if not grid_hw.all():
             empty = (grid_hw == 0).any(1).nonzero().flatten().tolist()
-            raise ValueError(f"frames {empty} have a valid region smaller than one {self.lsd_stride}x{self.lsd_stride} LSD window")
+            raise ValueError(
+                f"frames {empty} have a valid region smaller than one {self.lsd_stride}x{self.lsd_stride} LSD window"
+            )
         cells = self._lsd_cells(grid_hw, patch_mask.shape[1] // self.lsd_stride, patch_mask.shape[2] // self.lsd_stride)
         windows = self._crop_windows(tokens, top_left, cells)  # (N, s*s, d): every frame's cropped windows
         grid_tokens = self.lsd(windows.mean(1), windows)  # (N, d), frame-major, row-major
@@ -213,7 +215,8 @@ class STAB(nn.Module):
             )
         if chunk_lengths.dim() != 1 or int(chunk_lengths.sum()) != pixel_values.shape[0] or (chunk_lengths < 1).any():
             raise ValueError(
-                f"chunk_lengths {chunk_lengths.tolist()} must be positive and sum to the number of frames {pixel_values.shape[0]}"
+                f"chunk_lengths {chunk_lengths.tolist()} must be positive and sum to the number of frames "
+                f"{pixel_values.shape[0]}"
             )
 
     def _embed_patches(self, rgb: Tensor) -> Tensor:

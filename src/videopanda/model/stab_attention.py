@@ -71,7 +71,7 @@ class GlobalSpatioTemporalAttention(GradientCheckpointingLayer):
 
     def forward(self, query: Tensor, tokens: Tensor) -> Tensor:
         """query (C, 1, d), tokens (C, N, d) -> (C, 1, d)."""
-        attn, dim = self.attn, query.shape[-1]
+        attn = self.attn
         q_weight, k_weight, v_weight = attn.in_proj_weight.chunk(3)
         q_bias, _, v_bias = attn.in_proj_bias.chunk(3)  # the key bias shifts each head's scores by a constant
         q = nn.functional.linear(self.ln_1(query[:, 0]), q_weight, q_bias)  # (C, d)

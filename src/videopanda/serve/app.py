@@ -92,7 +92,9 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
     return app
 
 
-def _stream(batcher: DynamicBatcher, request: GenerationRequest, model_id: str, include_usage: bool) -> StreamingResponse:
+def _stream(
+    batcher: DynamicBatcher, request: GenerationRequest, model_id: str, include_usage: bool
+) -> StreamingResponse:
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
     request.on_text = lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)

@@ -245,6 +245,6 @@ def with_data_root(config: TrainConfig, data_root: str | Path) -> TrainConfig:
 
 
 __all__ = [
-    "ConfigError", "DataConfig", "LoraSettings", "ModelInit", "OptimConfig", "TeacherConfig", "TrainConfig", "load_train_config",
-    "with_data_root",
+    "ConfigError", "DataConfig", "LoraSettings", "ModelInit", "OptimConfig", "TeacherConfig", "TrainConfig",
+    "load_train_config", "with_data_root",
 ]

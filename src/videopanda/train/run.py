@@ -81,9 +81,8 @@ def load_model(init: ModelInit) -> tuple[VideoPandaForCausalLM, PreTrainedTokeni
                              "is not one (run the stage before it, merged with --merge)")
         overrides["quantization_config"] = qlora_quantization_config()
         overrides["device_map"] = {"": torch.cuda.current_device()}  # the rank's GPU (set by TrainingArguments)
-    if is_videopanda_dir(init.init) or is_lora_output(init.init):
-        if init.config:
-            raise ValueError(f"model.config overrides apply to a fresh model, but {init.init} is a saved Video-Panda model")
+    if init.config and (is_videopanda_dir(init.init) or is_lora_output(init.init)):
+        raise ValueError(f"model.config overrides apply to a fresh model, but {init.init} is a saved Video-Panda model")
     if is_videopanda_dir(init.init):
         model = VideoPandaForCausalLM.from_pretrained(init.init, use_distillation=init.use_distillation, **overrides)
         tokenizer = load_tokenizer(init.init)

@@ -95,7 +95,8 @@ class OpenAIBackend:
         cfg = self.config
         request = {
             "model": cfg.model, "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            "temperature": 0.0, "max_tokens": cfg.max_tokens, "seed": openai.NOT_GIVEN if cfg.seed is None else cfg.seed,
+            "temperature": 0.0, "max_tokens": cfg.max_tokens,
+            "seed": openai.NOT_GIVEN if cfg.seed is None else cfg.seed,
         }
         return complete_with_retries(self._client, request, max_attempts=cfg.max_attempts, backoff_s=cfg.backoff_s,
                                      max_backoff_s=cfg.max_backoff_s)

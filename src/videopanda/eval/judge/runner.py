@@ -148,7 +148,7 @@ def run_judge(
     todo = [i for i in items if i.id not in done]
     cache = JudgeCache(cache_path or Path(output_dir) / "judge_cache.jsonl")
     try:
-        fresh = dict(zip((i.id for i in todo), judge_items(todo, judge, prompt, cache, workers)))
+        fresh = dict(zip((i.id for i in todo), judge_items(todo, judge, prompt, cache, workers), strict=True))
     finally:
         cache.close()
     if resume_from is not None:
