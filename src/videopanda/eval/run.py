@@ -56,7 +56,8 @@ class Unanswered:
 class Predictor(Protocol):
     """What ``run_shard`` needs from a model (``predict.VideoPandaPredictor``, ``endpoint.EndpointPredictor``)."""
 
-    batch_size: int
+    @property
+    def batch_size(self) -> int: ...
 
     def load_video(self, path: Path) -> Any: ...  # raises VideoDecodeError for an unreadable file
 

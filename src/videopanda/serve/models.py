@@ -156,9 +156,8 @@ def load_served_model(
     precision policy's (``runtime``), ``template`` None the one the model directory records,
     ``num_frames`` None its config's frames per video (a request may ask for another count).
     """
-    config_file = None if source is None else Path(source) / "config.json"
-    if config_file is not None and config_file.is_file() and (
-        json.loads(config_file.read_text()).get("model_type") == "videopanda"
+    if source is not None and (Path(source) / "config.json").is_file() and (
+        json.loads((Path(source) / "config.json").read_text()).get("model_type") == "videopanda"
     ):
         config = GenerationConfig(template=template, num_frames=num_frames)
         predictor = VideoPandaPredictor.from_pretrained(source, config, device=device, dtype=dtype)

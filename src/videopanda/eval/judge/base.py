@@ -74,7 +74,8 @@ class JudgeCallError(RuntimeError):
 
 
 class Judge(Protocol):
-    model: str
+    @property
+    def model(self) -> str: ...
 
     def info(self, prompt: Any) -> JudgeInfo: ...
 
@@ -84,9 +85,14 @@ class Judge(Protocol):
 class ChatBackend(Protocol):
     """Something that answers one (system, user) exchange with text, deterministically (temperature 0)."""
 
-    name: str  # backend kind: "openai" | "local"
-    model: str
-    seed: int | None
+    @property
+    def name(self) -> str: ...  # backend kind: "openai" | "local"
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def seed(self) -> int | None: ...
 
     def complete(self, system: str, user: str) -> str: ...
 
