@@ -29,7 +29,7 @@ its BatchNorm would count a recomputed batch twice in its running statistics.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +89,20 @@ def frame_grid_hw(patch_mask: Tensor, lsd_stride: int, max_crop_patches: int) ->
     return size // lsd_stride
 
 
+def _bias(conv: nn.Conv3d) -> Tensor:
+    """A convolution's bias (every convolution here has one)."""
+    if conv.bias is None:
+        raise ValueError(f"{conv} has no bias")
+    return conv.bias
+
+
+def _running_stats(norm: nn.BatchNorm3d) -> tuple[Tensor, Tensor]:
+    """(running mean, running variance) of a BatchNorm that tracks them."""
+    if norm.running_mean is None or norm.running_var is None:
+        raise ValueError(f"{norm} keeps no running statistics")
+    return norm.running_mean, norm.running_var
+
+
 class LocalTemporalMHRA(nn.Module):
     """LMHRA: BN -> 1x1x1 down -> depthwise temporal conv (3,1,1) -> 1x1x1 up (zero-init).
 
@@ -101,30 +115,30 @@ class LocalTemporalMHRA(nn.Module):
     def __init__(self, dim: int, reduction: float = 1.5) -> None:
         super().__init__()
         inner = int(dim / reduction)
-        self.pos_embed = nn.Sequential(
-            nn.BatchNorm3d(dim),
-            nn.Conv3d(dim, inner, kernel_size=1),
-            nn.Conv3d(inner, inner, kernel_size=(3, 1, 1), padding=(1, 0, 0), groups=inner),
-            nn.Conv3d(inner, dim, kernel_size=1),
-        )
-        nn.init.zeros_(self.pos_embed[3].weight)
-        nn.init.zeros_(self.pos_embed[3].bias)
+        norm = nn.BatchNorm3d(dim)
+        down = nn.Conv3d(dim, inner, kernel_size=1)
+        temporal = nn.Conv3d(inner, inner, kernel_size=(3, 1, 1), padding=(1, 0, 0), groups=inner)
+        up = nn.Conv3d(inner, dim, kernel_size=1)
+        nn.init.zeros_(up.weight)
+        nn.init.zeros_(_bias(up))
+        self.pos_embed = nn.Sequential(norm, down, temporal, up)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (C, T, Hp, Wp, d) channels-last -> ``x + LMHRA(x)``, same shape."""
-        norm, down, temporal, up = self.pos_embed
-        down_weight, down_bias = down.weight.flatten(1), down.bias  # (k, d), (k,)
+        norm, down, temporal, up = cast(tuple[nn.BatchNorm3d, nn.Conv3d, nn.Conv3d, nn.Conv3d], tuple(self.pos_embed))
+        down_weight, down_bias = down.weight.flatten(1), _bias(down)  # (k, d), (k,)
         if self.training:  # batch statistics (and their running update): the module itself, on a (C, d, T, Hp, Wp) view
             z = F.linear(norm(x.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1), down_weight, down_bias)
         else:  # running statistics: BN(x) = x * scale + shift, so W BN(x) + b = (W * scale) x + (W shift + b)
-            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-            shift = norm.bias - norm.running_mean * scale
+            running_mean, running_var = _running_stats(norm)
+            scale = norm.weight * torch.rsqrt(running_var + norm.eps)
+            shift = norm.bias - running_mean * scale
             z = F.linear(x, down_weight * scale, torch.addmv(down_bias, down_weight, shift))  # (C, T, Hp, Wp, k)
         taps = temporal.weight.view(-1, 3)  # (k, 3): frame t-1, t, t+1
         padded = F.pad(z, (0, 0, 0, 0, 0, 0, 1, 1))  # (C, T+2, Hp, Wp, k): zero frames either side
-        z = temporal.bias + padded[:, :-2] * taps[:, 0] + z * taps[:, 1] + padded[:, 2:] * taps[:, 2]
+        z = _bias(temporal) + padded[:, :-2] * taps[:, 0] + z * taps[:, 1] + padded[:, 2:] * taps[:, 2]
         out = torch.addmm(x.flatten(0, 3), z.flatten(0, 3), up.weight.flatten(1).t())  # x + W_up z, (C*T*Hp*Wp, d)
-        return (out + up.bias).view_as(x)
+        return (out + _bias(up)).view_as(x)
 
 
 class LocalSpatioTemporalEncoder(nn.Module):
@@ -135,7 +149,7 @@ class LocalSpatioTemporalEncoder(nn.Module):
         self.lmhra = LocalTemporalMHRA(dim)
         self.unused_lmhra = LocalTemporalMHRA(dim)  # the release's `lmhra2`: held so checkpoints load, never called
         self.dpe = nn.Conv3d(dim, dim, kernel_size=3, padding=1, groups=dim)
-        nn.init.zeros_(self.dpe.bias)
+        nn.init.zeros_(_bias(self.dpe))
 
     def forward(self, x: Tensor) -> Tensor:
         """x (C, T, Hp, Wp, d) contiguous (channels-last) -> same."""

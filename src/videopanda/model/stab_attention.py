@@ -16,6 +16,8 @@ Shape legend: B query groups, K tokens per group, H heads, e = d / H head width.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -99,8 +101,9 @@ class _QueryKeyValueAttention(GradientCheckpointingLayer):
     def _attend(self, query: Tensor, tokens: Tensor, token_mask: Tensor | None = None) -> Tensor:
         """query (B, d) raw, tokens (B, K, d) raw -> (B, d) attention output before the residual."""
         q = self.q(query).unflatten(1, (self.num_heads, -1))  # (B, H, e)
-        key_weight, value_weight = self.kv[1].weight.chunk(2)
-        pooled = attend_one_query(q, self.kv[0](tokens), key_weight, value_weight, self.scale, token_mask)
+        norm, key_value = cast(tuple[nn.LayerNorm, nn.Linear], tuple(self.kv))
+        key_weight, value_weight = key_value.weight.chunk(2)
+        pooled = attend_one_query(q, norm(tokens), key_weight, value_weight, self.scale, token_mask)
         return self.proj(pooled.flatten(1))
 
 
