@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from videopanda.model.configuration_videopanda import IMAGE_TOKEN
@@ -37,7 +38,7 @@ def find_smollm2_gguf() -> Path:
         ) from err
     for file in dist.files or []:
         if file.name == SMOLLM2_GGUF:
-            path = Path(dist.locate_file(file))
+            path = Path(str(dist.locate_file(file)))
             if path.is_file():
                 return path
     raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in the installed '{SMOLLM2_DISTRIBUTION}' package")
@@ -68,7 +69,7 @@ def load_llm(
     # A directory saved from a GGUF-loaded model may still name its (de-quantised) quantization: drop it.
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # set at load time; PreTrainedModel does not declare it
     return model
 
 
@@ -92,12 +93,12 @@ def resize_for_tokenizer(llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     overwritten by visual features) and a zero output row keeps its logit at 0.
     An LLM whose vocabulary is already large enough is left as it is.
     """
-    old = llm.get_input_embeddings().num_embeddings
+    old = _input_embeddings(llm).num_embeddings
     if old >= len(tokenizer):
         return
     llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     with torch.no_grad():
-        llm.get_input_embeddings().weight[old:].zero_()
+        _input_embeddings(llm).weight[old:].zero_()
         output = llm.get_output_embeddings()
         if output is not None:
             output.weight[old:].zero_()
@@ -111,3 +112,9 @@ def _require_local_dir(source: str | Path) -> None:
             "(config.json + weights), or pass 'smollm2' for the embedded default"
         )
 
+
+def _input_embeddings(llm: PreTrainedModel) -> nn.Embedding:
+    embeddings = llm.get_input_embeddings()
+    if not isinstance(embeddings, nn.Embedding):
+        raise TypeError(f"{type(llm).__name__}'s input embeddings are a {type(embeddings).__name__}, not nn.Embedding")
+    return embeddings

@@ -25,8 +25,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safetensors import safe_open
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +96,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     save_converted(*parse_gguf(gguf), out)
 
 
-def parse_gguf(gguf: Path):
+def parse_gguf(gguf: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) parsed from ``gguf`` by transformers, the model de-quantised to float32."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -100,11 +104,11 @@ def parse_gguf(gguf: Path):
     # The weights are de-quantised on load; a GGUF quantization entry in config.json would break reloading.
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # set at load time; PreTrainedModel does not declare it
     return model, AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 
 
-def save_converted(model, tokenizer, out: Path) -> None:
+def save_converted(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 

@@ -8,6 +8,7 @@ file is a ``CorruptWeightsError`` naming it before anything is built.
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def corrupt(path: Path, err: BaseException) -> CorruptWeightsError:
     return CorruptWeightsError(f"{path}: corrupt or truncated weights file ({reason}); {GOOD_COPY_HINT}")
 
 
-def check_weight_files(directory: str | Path) -> None:
+def check_weight_files(directory: str | os.PathLike[str]) -> None:
     """Every ``*.safetensors`` of ``directory`` has a whole, readable header covering the file."""
     for path in sorted(Path(directory).glob("*.safetensors")):
         try:
