@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -94,7 +95,7 @@ class RowMonitor(StoppingCriteria):
         for row in range(len(self.requests)):
             if self.ends[row] is None:
                 self._update(row, new_tokens[row])
-        return torch.tensor([end is not None for end in self.ends], device=input_ids.device)
+        return cast(torch.BoolTensor, torch.tensor([end is not None for end in self.ends], device=input_ids.device))
 
     def _update(self, row: int, tokens: Tensor) -> None:
         count = tokens.shape[0]
@@ -113,16 +114,18 @@ class RowMonitor(StoppingCriteria):
         return cut_at_stops(self.decode(tokens), self.requests[row].stop).strip()
 
     def _emit(self, row: int, visible: str) -> None:
-        if len(visible) > len(self.emitted[row]) and visible.startswith(self.emitted[row]):
-            self.requests[row].on_text(visible[len(self.emitted[row]) :])
+        on_text = self.requests[row].on_text
+        if on_text is not None and len(visible) > len(self.emitted[row]) and visible.startswith(self.emitted[row]):
+            on_text(visible[len(self.emitted[row]) :])
             self.emitted[row] = visible
 
     def results(self, new_tokens: Tensor, attention_mask: Tensor) -> list[GenerationResult]:
         """new_tokens (B, t), attention_mask (B, L) -> one result per row; the rest of each text is streamed."""
         results = []
         for row in range(len(self.requests)):
-            end = self.ends[row] if self.ends[row] is not None else min(new_tokens.shape[1], self.limits[row])
-            if self.ends[row] is None and end < self.limits[row]:  # generate ended the row itself (eos)
+            recorded = self.ends[row]
+            end = recorded if recorded is not None else min(new_tokens.shape[1], self.limits[row])
+            if recorded is None and end < self.limits[row]:  # generate ended the row itself (eos)
                 self.reasons[row] = FINISH_STOP
             text = self.text(row, new_tokens[row, :end])
             if self.requests[row].on_text is not None:

@@ -251,7 +251,7 @@ class ChatLLM:
             raise ValueError(f"model {self.model_id!r} is a plain LLM: it takes no video or image")
         messages = _chat_messages(request)
         limits.check_text_chars((m["content"] for m in messages), self.max_text_chars)
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
 
     def check(self, request: GenerationRequest) -> None:
         """What ``generate`` would refuse in ``request``, refused now (``ValueError``)."""

@@ -36,9 +36,10 @@ RELEASE_JUDGE_MODEL = "gpt-3.5-turbo"  # what the release's script asks for (har
 
 def item_entry(item: QAItem, verdict: Verdict) -> list[dict[str, Any]]:
     """The release's ``[verdict, qa]`` for one judged item."""
-    decision = {"score": _as_given(verdict.score)}
+    decision: dict[str, Any] = {"score": _as_given(verdict.score)}
     if verdict.pred is not None:
         decision = {"pred": verdict.pred, **decision}
+    qa: dict[str, Any]
     if item.question2 is None:
         qa = {"q": item.question, "a": item.answer, "pred": item.pred}
     else:
@@ -109,10 +110,13 @@ def entry_verdict(item_id: str, entry: Any) -> Verdict:
     """One release entry as our verdict (pred by the release's substring rule); unreadable ones are failures."""
     decision = entry[0] if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], dict) else None
     raw = json.dumps(entry)
+    no_score = Verdict(item_id, False, raw=raw, error="release entry without a numeric score")
+    if decision is None:
+        return no_score
     try:
-        score = float(decision["score"])  # type: ignore[index]
+        score = float(decision["score"])
     except (KeyError, TypeError, ValueError):
-        return Verdict(item_id, False, raw=raw, error="release entry without a numeric score")
+        return no_score
     if not 0 <= score <= MAX_SCORE:
         return Verdict(item_id, False, raw=raw, error=f"release score {score} outside [0, {MAX_SCORE:g}]")
     said = str(decision.get("pred", "")).lower()
