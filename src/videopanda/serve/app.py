@@ -97,7 +97,11 @@ def _stream(
 ) -> StreamingResponse:
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
-    request.on_text = lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+    def on_text(text: str) -> None:
+        loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+    request.on_text = on_text
     job = batcher.submit(request)
     job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
     id = completion_id()

@@ -154,7 +154,7 @@ def _resolve_checked(host: str, param: str, name: str, policy: MediaPolicy) -> s
     """The address to connect to for ``host``: resolved once, every address it has checked to be public
     (unless private ones are allowed); the download connects to this address and no other."""
     try:
-        addresses = [info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
+        addresses = [str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
     except (socket.gaierror, UnicodeError):
         raise APIError(400, f"{param}: downloading {name} failed (unknown host)", param) from None
     if not addresses:

@@ -39,7 +39,9 @@ class ParsedChat:
 
 def parse_chat(request: ChatCompletionRequest, max_image_parts: int) -> ParsedChat:
     """The request's turns and visual input; raises ``APIError`` (400) for anything it cannot use."""
-    system, turns, visuals = [], [], []
+    system: list[str] = []
+    turns: list[Turn] = []
+    visuals: list[VisualRef] = []
     for m, message in enumerate(request.messages):
         role = message.get("role")
         if role not in TEXT_ROLES:
