@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-TRAINER_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # TrainConfig.precision spelling
+TrainerName = Literal["fp32", "bf16", "fp16"]  # TrainConfig.precision spelling
+TRAINER_NAMES: dict[str, TrainerName] = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 class DeviceError(ValueError):
@@ -91,7 +92,7 @@ class Precision:
         return getattr(torch, self.dtype)
 
     @property
-    def trainer_name(self) -> str:
+    def trainer_name(self) -> TrainerName:
         """The ``TrainConfig.precision`` spelling (``bf16``, ``fp16``, ``fp32``)."""
         return TRAINER_NAMES[self.dtype]
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from videopanda.runtime import canonical_dtype_name
-from videopanda.train.config import LoraSettings
+from videopanda.train.config import LoraSettings, StageName
 
-STAGE_NAMES = ("prealign", "pretrain", "finetune")
+STAGE_NAMES: tuple[StageName, ...] = ("prealign", "pretrain", "finetune")
 
 # SmolLM2's ChatML without its default 16-token system line: the quickstart's prompts
 # are the same in training and in `ask`/`chat`, because the template travels with the tokenizer.

@@ -227,8 +227,8 @@ def with_data_root(config: TrainConfig, data_root: str | Path) -> TrainConfig:
     so one directory places every stage; paths without the placeholder are kept. A config with no
     such path, or a ``data_root`` that is no directory, is an error (the flag would do nothing).
     """
-    def place(path: str | None) -> str | None:
-        head, _, rest = (path or "").partition("/")
+    def place(path: str) -> str:
+        head, _, rest = path.partition("/")
         return str(Path(data_root) / rest) if head == DATA_ROOT and rest else path
 
     data = config.data
@@ -240,7 +240,8 @@ def with_data_root(config: TrainConfig, data_root: str | Path) -> TrainConfig:
     if not Path(data_root).is_dir():
         raise FileNotFoundError(f"--data-root {data_root} is not a directory")
     placed = replace(data, annotation_files=[place(p) for p in data.annotation_files],
-                     media_root=place(data.media_root), image_root=place(data.image_root))
+                     media_root=place(data.media_root),
+                     image_root=None if data.image_root is None else place(data.image_root))
     return replace(config, data=placed)
 
 

@@ -208,12 +208,13 @@ def assemble_stage(
     distilling = rule.distills and config.teacher.enabled and model.distill_head is not None
     if config.teacher.enabled and not distilling:
         logger.info("stage %s does not distill: teacher settings ignored", rule.name)
-    lora = uses_lora(config, rule)
-    if lora:
+    lora_settings = config.model.lora if uses_lora(config, rule) else None
+    lora = lora_settings is not None
+    if lora_settings is not None:
         precision = canonical_dtype_name(config.precision)
         if precision != "float32" and not config.model.load_in_4bit:
             model.language_model.to(getattr(torch, precision))  # the frozen base in 16 bits; peft keeps adapters fp32
-        add_lora(model, config.model.lora, quantized=config.model.load_in_4bit,
+        add_lora(model, lora_settings, quantized=config.model.load_in_4bit,
                  gradient_checkpointing=config.gradient_checkpointing)
     trainable = apply_stage(model, rule, distilling, lora=lora)
     model.config.prompt_template = inference_template(config.data.template)  # saved with the model
@@ -271,6 +272,9 @@ def check_stage_config(config: TrainConfig) -> TrainConfig:
         if importlib.util.find_spec("deepspeed") is None:
             raise ConfigError(f"stage {config.stage}: distributed: deepspeed needs the deepspeed package "
                               "(pip install deepspeed), or set distributed=ddp")
+        if config.deepspeed is None:
+            raise ConfigError(f"stage {config.stage}: distributed: deepspeed needs deepspeed: "
+                              "<path to a DeepSpeed JSON>")
         if not Path(config.deepspeed).is_file():
             raise FileNotFoundError(f"stage {config.stage}: deepspeed config {config.deepspeed} not found")
     if not config.data.annotation_files:

@@ -86,7 +86,7 @@ class VideoPandaTrainer(Trainer):
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """AdamW over the stage's learning-rate groups, weight decay 0."""
         if self.optimizer is None:
-            groups = param_groups(model if model is not None else self.model, self.stage, self.rates)
+            groups = param_groups(model if model is not None else self._require_model(), self.stage, self.rates)
             self.optimizer = torch.optim.AdamW(
                 groups, lr=self.rates["default"], betas=(self.args.adam_beta1, self.args.adam_beta2),
                 eps=self.args.adam_epsilon, weight_decay=0.0,
@@ -102,6 +102,9 @@ class VideoPandaTrainer(Trainer):
         Accelerate deals the order's consecutive per-device batches to the ranks in turn.
         """
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if dataset is None or not hasattr(dataset, "modality_lengths"):
+            raise TypeError(f"the modality-grouped sampler needs a training dataset with modality_lengths(), got "
+                            f"{type(dataset).__name__}")
         args = self.args
         return ModalityLengthGroupedSampler(
             dataset.modality_lengths(), batch_size=args.per_device_train_batch_size * args.gradient_accumulation_steps,
@@ -110,7 +113,12 @@ class VideoPandaTrainer(Trainer):
 
     def _issue_warnings_after_load(self, load_result) -> None:
         """Resuming warns of missing keys, but not of a tied weight's second name (saved once, tied again)."""
-        super()._issue_warnings_after_load(without_tied_keys(load_result, self.model))
+        super()._issue_warnings_after_load(without_tied_keys(load_result, self._require_model()))
+
+    def _require_model(self) -> torch.nn.Module:
+        if self.model is None:
+            raise ValueError("VideoPandaTrainer has no model (pass model=)")
+        return self.model
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: add the loss parts and the throughput since the last one
@@ -191,6 +199,6 @@ class SkippedSamplesReport(TrainerCallback):
     """
 
     def on_epoch_end(self, args, state, control, train_dataloader=None, **kwargs):
-        dataset = getattr(train_dataloader, "dataset", None)
-        if state.is_world_process_zero and hasattr(dataset, "skipped_summary"):
-            logger.info("epoch %g: %s", round(state.epoch or 0, 2), dataset.skipped_summary())
+        summary = getattr(getattr(train_dataloader, "dataset", None), "skipped_summary", None)
+        if state.is_world_process_zero and summary is not None:
+            logger.info("epoch %g: %s", round(state.epoch or 0, 2), summary())
