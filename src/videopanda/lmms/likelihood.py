@@ -35,7 +35,8 @@ def answer_losses(
     processor, model = predictor.processor, predictor.model
     samples = [processor.encode_conversation([Turn("user", as_plain_text(c)), Turn("assistant", a.lstrip())], visuals)
                for c, a in zip(contexts, continuations, strict=True)]
-    batch = VideoPandaCollator(processor.tokenizer.pad_token_id, padding_side="right")(samples)
+    collated = VideoPandaCollator(processor.tokenizer.pad_token_id, padding_side="right")(samples)
+    batch = {k: v for k, v in collated.items() if isinstance(v, torch.Tensor)}  # not the sample keys
     inputs = {k: v.to(model.device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
                                                                      "chunk_lengths")}
     if "pixel_values" in batch:

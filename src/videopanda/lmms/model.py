@@ -73,7 +73,8 @@ class VideoPandaLMM(lmms):
         results = []
         for context, gen_kwargs, to_visual, to_text, doc_id, task, split in (r.args for r in requests):
             doc = self.task_dict[task][split][doc_id]
-            visuals, history, replies, info = self._visuals(to_visual(doc)), [], [], None
+            visuals, replies, info = self._visuals(to_visual(doc)), [], None
+            history: list[Turn] = []
             limit, stop = _max_new_tokens(gen_kwargs, self.predictor), _until(gen_kwargs)
             for round_idx in range(1, 1_000):
                 request = GenerationRequest(context, visuals, list(history), max_new_tokens=limit, stop=stop)

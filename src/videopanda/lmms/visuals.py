@@ -82,4 +82,4 @@ def _resized(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return frame
     from PIL import Image
 
-    return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BICUBIC))
+    return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.Resampling.BICUBIC))
