@@ -123,13 +123,13 @@ def _run_predictor(args: argparse.Namespace):
     if args.endpoint is not None:
         from videopanda.eval.endpoint import EndpointConfig, EndpointPredictor
 
-        config = EndpointConfig(
+        endpoint_config = EndpointConfig(
             args.endpoint, args.endpoint_model, args.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
             args.endpoint_video_as, args.endpoint_frames, args.max_new_tokens, args.workers, args.timeout,
             args.max_attempts,
         )
-        predictor = EndpointPredictor(config)
-        return predictor, {**predictor.settings(), "benchmark": _benchmark_name(args)}
+        endpoint = EndpointPredictor(endpoint_config)
+        return endpoint, {**endpoint.settings(), "benchmark": _benchmark_name(args)}
     from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
     from videopanda.eval.run import model_run_settings
 
@@ -272,13 +272,13 @@ def _run_names(args: argparse.Namespace) -> dict[str, str]:
 
     settings_path = args.predictions.with_name(SETTINGS_FILE)
     settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
-    names = {"benchmark": args.benchmark_name or settings.get("benchmark"),
+    names: dict[str, str | None] = {"benchmark": args.benchmark_name or settings.get("benchmark"),
              "model": args.model_name or (Path(settings["model"]).name if settings.get("model") else None)}
     absent = [key for key, value in names.items() if not value]
     if absent:
         flags = " and ".join(f"--{key}-name" for key in absent)
         raise ValueError(f"give {flags}: {settings_path} does not record the {' and '.join(absent)}")
-    return names
+    return {key: value for key, value in names.items() if value}
 
 
 def _unanswered(args: argparse.Namespace, items) -> int:
