@@ -97,8 +97,9 @@ class VideoPandaPredictor:
         ``dtype``: ``auto`` (``runtime.resolve_precision``), ``float32``, ``bfloat16`` or ``float16``.
         """
         from videopanda.model.llm import load_tokenizer
-        from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+        from videopanda.model.modeling_videopanda import VideoPandaForCausalLM, require_model_dir
 
+        require_model_dir(model_dir)
         _check_generation_config(config, VideoPandaForCausalLM.config_class.from_pretrained(model_dir))  # no weights
         target = resolve_device(device)
         precision = resolve_precision(dtype, target)

@@ -53,6 +53,15 @@ class VideoPandaOutput(ModelOutput):
     hidden_states: tuple[Tensor, ...] | None = None
 
 
+
+def require_model_dir(directory: str | os.PathLike[str]) -> None:
+    """A local model directory with its config.json (nothing is fetched from a model hub)."""
+    if not Path(directory, "config.json").is_file():
+        raise FileNotFoundError(
+            f"model directory {directory} not found (or without config.json): give a "
+            "directory written by training, `videopanda convert` or save_pretrained"
+        )
+
 class VideoPandaPreTrainedModel(PreTrainedModel):
     config_class = VideoPandaConfig
     config: VideoPandaConfig
@@ -66,13 +75,8 @@ class VideoPandaPreTrainedModel(PreTrainedModel):
         cls, pretrained_model_name_or_path: str | os.PathLike[str] | None, *args: Any, **kwargs: Any
     ) -> Self:
         """A local model directory (nothing is fetched from a model hub), or ``None`` with ``config=``."""
-        directory = pretrained_model_name_or_path
-        if directory is not None and not Path(directory, "config.json").is_file():
-            raise FileNotFoundError(
-                f"model directory {directory} not found (or without config.json): give a "
-                "directory written by training, `videopanda convert` or save_pretrained"
-            )
         if pretrained_model_name_or_path is not None:
+            require_model_dir(pretrained_model_name_or_path)
             check_weight_files(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
