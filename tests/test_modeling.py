@@ -55,6 +55,30 @@ def test_mixed_batch_forward_backward_reaches_every_part(tiny, mixed_batch):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part)
 
 
+def test_a_text_only_batch_runs_the_stab_when_every_forward_must_and_keeps_its_statistics(tiny, smollm2_tokenizer):
+    """Under ZeRO-3 a rank's text-only batch still runs the STAB and projector (in the training mode the other
+    ranks run them in): every visual parameter gets a (zero) gradient, the loss and the BatchNorm statistics
+    are as without that run."""
+    model, processor = tiny
+    batch = VideoPandaCollator(smollm2_tokenizer.pad_token_id)(
+        [processor.encode([Turn("user", "Hi"), Turn("assistant", "Hello")], None)])
+    model.train()
+    plain = model(**batch).loss
+    buffers = {name: b.clone() for name, b in model.stab.named_buffers()}
+    model.stab_in_every_forward = True
+    modes = []
+    hook = model.stab.lste.lmhra.register_forward_hook(lambda module, args, output: modes.append(module.training))
+    out = model(**batch)
+    hook.remove()
+    assert modes == [True]  # as on a rank with video: the same parameters touched in the same order
+    assert torch.equal(out.loss, plain)
+    assert all(torch.equal(b, buffers[name]) for name, b in model.stab.named_buffers())
+    out.loss.backward()
+    visual = [(n, p) for n, p in model.named_parameters()
+              if n.startswith(("stab.", "projector.")) and "unused_lmhra" not in n]
+    assert all(p.grad is not None and not p.grad.any() for _, p in visual), [n for n, p in visual if p.grad is None]
+
+
 def test_loss_on_kept_logits_equals_the_loss_on_all_logits(tiny, mixed_batch):
     """With labels only the labelled positions get logits; the loss is the full-vocabulary one all the same."""
     model = tiny[0].eval()  # no dropout: the two forwards must see the same network

@@ -240,18 +240,26 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         """A zero scalar that depends on every STAB and projector parameter: one blank video chunk through both
         (a video, not an image, so the modules run, and ZeRO-3 gathers, in the order of a batch with video).
 
-        The STAB runs in eval mode, so its BatchNorm statistics and dropout are as if it had not run;
-        the gradients it adds are zeros.
+        The STAB runs in the mode the other ranks run it in (its train and eval forwards touch parameters in
+        different orders, which ZeRO-3's gathers must not see), with every BatchNorm's momentum at 0 so its
+        running statistics stay as they were (they are inputs of the backward: they cannot be restored
+        in place); its batch counters are put back. The gradients it adds are zeros.
         """
         frames, size = self.config.chunk_length, self.config.image_size
         blank = self.stab.patch_embedding.weight.new_zeros(frames, 4, size, size)
         blank[:, 3] = 1  # all of the canvas is valid
-        was_training = self.stab.training
-        self.stab.eval()
+        norms = [m for m in self.stab.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        settings = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+                    for m in norms]
+        for norm in norms:
+            norm.momentum = 0.0
         try:
             tokens = self.projector(self.stab(blank, torch.tensor([frames])).tokens)  # (N, D)
         finally:
-            self.stab.train(was_training)
+            for norm, (momentum, count) in zip(norms, settings, strict=True):
+                norm.momentum = momentum
+                if count is not None and norm.num_batches_tracked is not None:
+                    norm.num_batches_tracked.copy_(count)
         return tokens.sum() * 0
 
     def distillation_loss(
