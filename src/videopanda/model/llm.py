@@ -18,7 +18,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from videopanda.model.configuration_videopanda import IMAGE_TOKEN
-from videopanda.model.smollm2_cache import cached_model_dir
+from videopanda.model.smollm2_cache import cached_model_dir, drop_quantization
 from videopanda.model.weights import check_weight_files
 
 logger = logging.getLogger(__name__)
@@ -65,12 +65,7 @@ def load_llm(
     source: str | Path | None = None, dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None
 ) -> PreTrainedModel:
     """A causal LM from a local directory, or the embedded SmolLM2 when ``source`` is None/"smollm2"."""
-    model = AutoModelForCausalLM.from_pretrained(resolve_llm_dir(source, cache_dir), dtype=dtype)
-    # A directory saved from a GGUF-loaded model may still name its (de-quantised) quantization: drop it.
-    if getattr(model.config, "quantization_config", None) is not None:
-        del model.config.quantization_config
-    model.hf_quantizer = None  # type: ignore[assignment]  # set at load time; PreTrainedModel does not declare it
-    return model
+    return drop_quantization(AutoModelForCausalLM.from_pretrained(resolve_llm_dir(source, cache_dir), dtype=dtype))
 
 
 def load_tokenizer(source: str | Path | None = None, cache_dir: str | Path | None = None) -> PreTrainedTokenizerBase:

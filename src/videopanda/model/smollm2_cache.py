@@ -100,12 +100,19 @@ def parse_gguf(gguf: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) parsed from ``gguf`` by transformers, the model de-quantised to float32."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # The weights are de-quantised on load; a GGUF quantization entry in config.json would break reloading.
+    model = drop_quantization(AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name))
+    return model, AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def drop_quantization(model: PreTrainedModel) -> PreTrainedModel:
+    """``model`` without the GGUF quantization entry its config keeps after de-quantising on load.
+
+    Such an entry (in a loaded model, or in a directory saved from one) would break saving and reloading.
+    """
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
     model.hf_quantizer = None  # type: ignore[assignment]  # set at load time; PreTrainedModel does not declare it
-    return model, AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return model
 
 
 def save_converted(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
