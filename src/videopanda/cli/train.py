@@ -50,7 +50,22 @@ def _run(args: argparse.Namespace) -> int:
             output = train_stage(config)
     if _is_main_process():
         print(output)
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Every rank waits for the others, then the process group is torn down before the interpreter exits.
+
+    Left to interpreter shutdown, its communication threads can be destroyed while still joinable, and the
+    C++ runtime aborts the process (SIGABRT, "terminate called without an active exception") after a
+    successful run.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 @contextmanager
