@@ -26,6 +26,7 @@ from videopanda.data.collator import VideoPandaCollator
 from videopanda.data.conversation import inference_template
 from videopanda.data.dataset import VideoLLaVADataset, load_annotations
 from videopanda.data.processing_videopanda import VideoPandaProcessor
+from videopanda.files import atomic_write_text
 from videopanda.limits import LimitError, check_num_frames
 from videopanda.model.llm import load_llm, load_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
@@ -307,7 +308,7 @@ def claim_output_dir(config: TrainConfig, checkpoint: Path | None) -> None:
                 f"({record['config_fingerprint']}): give this stage its own output_dir, or resume=false to start over"
             )
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-    record_path.write_text(json.dumps(record) + "\n")
+    atomic_write_text(record_path, json.dumps(record) + "\n")  # a crash mid-write must not orphan the checkpoints
 
 
 class _NoHubAdvice(logging.Filter):
