@@ -15,13 +15,13 @@ import pytest
 
 from videopanda.data.decode import find_video_file
 from videopanda.data.synth import QA_DIR
-from videopanda.eval.predict import model_template
+from videopanda.inference import model_template
 
 
 @pytest.fixture(scope="module")
 def held_out(quickstart_dir, precision):
     """(video path, question, the model's single-prompt answer in the suite's precision) of the first question."""
-    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+    from videopanda.inference import GenerationConfig, VideoPandaPredictor
 
     question = json.loads((quickstart_dir / "data" / QA_DIR / "test_q.json").read_text())[0]
     video = find_video_file(quickstart_dir / "data" / QA_DIR / "videos", question["video_name"])

@@ -216,7 +216,7 @@ def test_ctrl_c_in_chat_returns_to_the_prompt(tiny_videopanda_dir, make_video):
     import io
 
     from videopanda.cli.chat import chat_loop
-    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+    from videopanda.inference import GenerationConfig, VideoPandaPredictor
 
     predictor = VideoPandaPredictor.from_pretrained(tiny_videopanda_dir, GenerationConfig(max_new_tokens=2))
     answer = predictor.answer

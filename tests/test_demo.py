@@ -20,7 +20,7 @@ from serve_support import frames_sensitive_model, free_port  # noqa: E402
 from videopanda.data.conversation import Turn  # noqa: E402
 from videopanda.data.decode import read_video_frames  # noqa: E402
 from videopanda.data.video_writer import write_video  # noqa: E402
-from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor  # noqa: E402
+from videopanda.inference import GenerationConfig, VideoPandaPredictor  # noqa: E402
 from videopanda.serve.demo import DemoActions, DemoBackend, DemoConfig, history_turns, launch  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

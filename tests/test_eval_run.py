@@ -13,8 +13,8 @@ from videopanda.cli import main
 from videopanda.data.video_writer import write_video
 from videopanda.eval.jsonl import read_jsonl
 from videopanda.eval.judge.runner import read_metrics
-from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
 from videopanda.eval.run import load_qa_pairs, merge_shards, run_shard, shard_files, shard_items
+from videopanda.inference import GenerationConfig, VideoPandaPredictor
 
 VIDEOS = {"clip0": ".mp4", "clip1": ".avi", "clip2": ".gif", "v_clip3": ".webm", "clip4": ".mkv"}
 

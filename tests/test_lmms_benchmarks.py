@@ -149,7 +149,7 @@ def test_option_likelihood_task_picks_the_models_likeliest_option(replica_run, t
     """EgoSchema's mcppl task, through lmms-eval's evaluator, chooses the argmax of the model's own mean
     log-probability of each option as its reply (computed here from the model, one option at a time)."""
     from videopanda.data.conversation import Turn
-    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+    from videopanda.inference import GenerationConfig, VideoPandaPredictor
 
     run, results, samples, docs, hf, _ = replica_run
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]

@@ -55,7 +55,7 @@ def test_generate_until_answers_as_our_predictor(lmm, tmp_path):
 
 
 def test_generate_until_honours_each_requests_until_and_max_new_tokens(lmm, tmp_path):
-    from videopanda.eval.generation import GenerationRequest
+    from videopanda.inference import GenerationRequest
 
     videos = [write_video(tmp_path / f"v{k}.mp4", moving_square_frames(8, 48, 64, seed=k), fps=4.0) for k in range(2)]
     docs = [{"video": str(v), "question": f"what moves in {k}?"} for k, v in enumerate(videos)]

@@ -15,7 +15,7 @@ from videopanda.cli import main
 from videopanda.config import ConfigError
 from videopanda.data.decode import find_video_file
 from videopanda.data.synth import QA_DIR
-from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+from videopanda.inference import GenerationConfig, VideoPandaPredictor
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.quickstart.config import QuickstartConfig
 from videopanda.train.config import load_train_config

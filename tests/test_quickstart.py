@@ -66,7 +66,7 @@ def test_report_plots_and_judge_are_written(quickstart_dir):
 @pytest.mark.slow  # the shared reduced quickstart
 def test_final_model_loads_and_answers_with_its_training_template(quickstart_dir):
     from videopanda.data.decode import find_video_file
-    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor, model_template
+    from videopanda.inference import GenerationConfig, VideoPandaPredictor, model_template
 
     model_dir = quickstart_dir / "model"
     assert model_template(model_dir) == "chat_template"

@@ -24,8 +24,7 @@ import pytest
 from conftest import moving_square_frames
 from serve_support import StaticFiles, frames_sensitive_model, free_port, png_data_url, start_cli_server, start_uvicorn
 from videopanda.data.video_writer import write_video
-from videopanda.eval.generation import GenerationRequest, cut_at_stops
-from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+from videopanda.inference import GenerationConfig, GenerationRequest, VideoPandaPredictor, cut_at_stops
 from videopanda.serve import MediaPolicy, ServeConfig, create_app, load_served_model
 from videopanda.serve.batching import DynamicBatcher
 
@@ -403,7 +402,7 @@ def test_a_port_in_use_is_reported_before_serving():
 
 @pytest.fixture(scope="module")
 def smollm2_chat():
-    from videopanda.eval.predict import ChatLLM
+    from videopanda.inference import ChatLLM
 
     return ChatLLM.load("smollm2")
 

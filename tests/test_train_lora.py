@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 from test_train_support import stage_overrides, write_tiny_llm, write_video_dataset
 from videopanda.cli import main
 from videopanda.data.processing_videopanda import VideoPandaProcessor
-from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+from videopanda.inference import GenerationConfig, VideoPandaPredictor
 from videopanda.model.llm import load_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.model.release import export_release_checkpoint, load_release_checkpoint

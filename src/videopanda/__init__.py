@@ -20,16 +20,16 @@ _EXPORTS = {
     "VideoPandaConfig": "videopanda.model.configuration_videopanda",
     "VideoPandaForCausalLM": "videopanda.model.modeling_videopanda",
     "VideoPandaProcessor": "videopanda.data.processing_videopanda",
-    "VideoPandaPredictor": "videopanda.eval.predict",
-    "GenerationConfig": "videopanda.eval.predict",
+    "VideoPandaPredictor": "videopanda.inference",
+    "GenerationConfig": "videopanda.inference",
     "load_tokenizer": "videopanda.model.llm",
 }
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # the names for type checkers; ``as`` marks them re-exported
     from videopanda.data.processing_videopanda import VideoPandaProcessor as VideoPandaProcessor
-    from videopanda.eval.predict import GenerationConfig as GenerationConfig
-    from videopanda.eval.predict import VideoPandaPredictor as VideoPandaPredictor
+    from videopanda.inference import GenerationConfig as GenerationConfig
+    from videopanda.inference import VideoPandaPredictor as VideoPandaPredictor
     from videopanda.model.configuration_videopanda import VideoPandaConfig as VideoPandaConfig
     from videopanda.model.llm import load_tokenizer as load_tokenizer
     from videopanda.model.modeling_videopanda import VideoPandaForCausalLM as VideoPandaForCausalLM

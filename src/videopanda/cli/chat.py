@@ -1,8 +1,8 @@
 """``videopanda chat`` (multi-turn, in the terminal) and ``videopanda ask`` (one answer) about a video.
 
-Both run ``eval.predict.VideoPandaPredictor``: deterministic preprocessing,
+Both run ``inference.VideoPandaPredictor``: deterministic preprocessing,
 greedy decoding, the precision policy of ``runtime`` (``--dtype auto``), and the
-prompt template the model directory records (``eval.predict.model_template``).
+prompt template the model directory records (``inference.model_template``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def load_predictor(args: argparse.Namespace):
-    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+    from videopanda.inference import GenerationConfig, VideoPandaPredictor
 
     if not args.video.is_file():
         raise FileNotFoundError(f"video {args.video} not found: give an existing video file with --video")

@@ -130,8 +130,8 @@ def _run_predictor(args: argparse.Namespace):
         )
         endpoint = EndpointPredictor(endpoint_config)
         return endpoint, {**endpoint.settings(), "benchmark": _benchmark_name(args)}
-    from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
     from videopanda.eval.run import model_run_settings
+    from videopanda.inference import GenerationConfig, VideoPandaPredictor
 
     config = GenerationConfig(args.max_new_tokens, args.template, args.batch_size, num_frames=args.num_frames)
     predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device, args.dtype)
@@ -229,7 +229,7 @@ def build_judge(args: argparse.Namespace):
 
     if args.backend == "local":
         from videopanda.eval.judge.local_backend import LocalBackend
-        from videopanda.eval.predict import ChatLLM
+        from videopanda.inference import ChatLLM
 
         return LLMJudge(LocalBackend(ChatLLM.load(args.judge_model or "smollm2")))
     from videopanda.eval.judge.openai_backend import OpenAIBackend, OpenAIJudgeConfig
@@ -352,7 +352,7 @@ def _five_criteria(args: argparse.Namespace) -> int:
     from videopanda.eval.run import MERGE_FILE, merge_shards, run_shard
 
     if args.model_dir is not None:
-        from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+        from videopanda.inference import GenerationConfig, VideoPandaPredictor
 
         config = GenerationConfig(args.max_new_tokens, batch_size=args.batch_size)
         predictor = VideoPandaPredictor.from_pretrained(args.model_dir, config, args.device)

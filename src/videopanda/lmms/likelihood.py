@@ -22,7 +22,7 @@ from videopanda.data.collator import IGNORE_INDEX, VideoPandaCollator
 from videopanda.data.conversation import Turn
 from videopanda.data.processing_videopanda import as_plain_text
 from videopanda.data.transform import VisualInputs
-from videopanda.eval.predict import VideoPandaPredictor
+from videopanda.inference import VideoPandaPredictor
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """``lmms-eval --model videopanda --model_args pretrained=DIR,dtype=auto,num_frames=8``: our predictor in lmms-eval.
 
-Answers come from ``eval.predict.VideoPandaPredictor`` (the one inference path of
+Answers come from ``inference.VideoPandaPredictor`` (the one inference path of
 ``eval run``: same preprocessing, prompt template, precision policy, greedy decoding),
 batched ``batch_size`` at a time, each request with its own ``until`` stops and
 ``max_new_tokens``. A request's visuals are a video file path, a list of frames or an
@@ -22,8 +22,7 @@ from lmms_eval.api.model import lmms
 
 from videopanda.data.conversation import Turn
 from videopanda.data.transform import VisualInputs
-from videopanda.eval.generation import GenerationRequest
-from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+from videopanda.inference import GenerationConfig, GenerationRequest, VideoPandaPredictor
 from videopanda.lmms.likelihood import answer_losses
 from videopanda.lmms.visuals import request_visuals
 

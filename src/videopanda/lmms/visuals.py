@@ -22,7 +22,7 @@ import numpy as np
 from videopanda.data.decode import read_image
 from videopanda.data.sampling import sample_frame_indices
 from videopanda.data.transform import VisualInputs
-from videopanda.eval.predict import VideoPandaPredictor
+from videopanda.inference import VideoPandaPredictor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from videopanda.data.synth import ANSWER_SETS, COARSE_TYPE, PALETTE
 from videopanda.eval.jsonl import read_jsonl
 from videopanda.eval.judge.rule_backend import normalise, rule_match
-from videopanda.eval.predict import VideoPandaPredictor
 from videopanda.eval.run import MERGE_FILE, QAQuestion, load_qa_pairs, merge_shards, run_shard
+from videopanda.inference import VideoPandaPredictor
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from transformers import set_seed
 
 from videopanda.config import save_config
 from videopanda.data.synth import QA_DIR, SynthConfig, load_chance, synthesize
-from videopanda.eval.predict import ChatLLM, GenerationConfig, VideoPandaPredictor
 from videopanda.eval.run import MERGE_FILE
+from videopanda.inference import ChatLLM, GenerationConfig, VideoPandaPredictor
 from videopanda.model.llm import load_llm, load_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.quickstart.config import CHATML_NO_SYSTEM, STAGE_NAMES, QuickstartConfig

@@ -3,7 +3,7 @@
 protocol.py (request fields, response/chunk bodies, error objects), messages.py
 (content parts -> turns + one visual), media.py (URLs -> files, the media-root
 sandbox, download limits), models.py (Video-Panda or a plain LLM on the one
-inference path of ``eval.predict``), batching.py (dynamic batching), app.py
+inference path of ``inference``), batching.py (dynamic batching), app.py
 (routes, streaming, auth), limits.py (body size), server.py (listening).
 """
 

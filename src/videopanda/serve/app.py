@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from videopanda.eval.generation import GenerationRequest, GenerationResult
+from videopanda.inference import GenerationRequest, GenerationResult
 from videopanda.serve.batching import BatchJob, DynamicBatcher, RequestCancelled
 from videopanda.serve.config import ServeConfig
 from videopanda.serve.limits import BodySizeLimit

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from videopanda.eval.generation import FINISH_CANCELLED, GenerationRequest, GenerationResult
+from videopanda.inference import FINISH_CANCELLED, GenerationRequest, GenerationResult
 
 logger = logging.getLogger(__name__)
 

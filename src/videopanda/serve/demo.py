@@ -21,7 +21,7 @@ import numpy as np
 from videopanda.data.conversation import Turn
 from videopanda.data.decode import VideoDecodeError, read_video_frames
 from videopanda.data.transform import VisualInputs
-from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+from videopanda.inference import GenerationConfig, VideoPandaPredictor
 from videopanda.runtime import DTYPE_CHOICES
 
 logger = logging.getLogger(__name__)

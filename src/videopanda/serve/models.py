@@ -1,4 +1,4 @@
-"""The two kinds of served model, on the one inference path of ``eval.predict``.
+"""The two kinds of served model, on the one inference path of ``inference``.
 
 - a Video-Panda model directory (``VideoPandaPredictor``): a video, the frames
   of one video, or an image, sampled and preprocessed exactly as ``ask`` and
@@ -27,8 +27,7 @@ import numpy as np
 from videopanda.data.decode import VideoDecodeError, read_image
 from videopanda.data.sampling import sample_frame_indices
 from videopanda.data.transform import VisualInputs
-from videopanda.eval.generation import GenerationRequest, GenerationResult
-from videopanda.eval.predict import ChatLLM, GenerationConfig, VideoPandaPredictor
+from videopanda.inference import ChatLLM, GenerationConfig, GenerationRequest, GenerationResult, VideoPandaPredictor
 from videopanda.limits import LimitError, check_text_chars
 from videopanda.serve.media import MediaPolicy, media_file, unreadable_local
 from videopanda.serve.messages import ParsedChat, VisualRef

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from videopanda.eval.generation import GenerationResult
+from videopanda.inference import GenerationResult
 
 # Fields that cannot change a greedy reply: accepted, unused.
 IGNORED_FIELDS = frozenset({

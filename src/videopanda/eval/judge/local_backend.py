@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from videopanda.eval.predict import ChatLLM
+from videopanda.inference import ChatLLM
 
 
 class LocalBackend:

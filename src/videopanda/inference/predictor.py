@@ -29,7 +29,7 @@ from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, Turn, chat_
 from videopanda.data.decode import read_video_frames
 from videopanda.data.processing_videopanda import VideoPandaProcessor, decode_text
 from videopanda.data.transform import VisualInputs, preprocess_frames, preprocess_image
-from videopanda.eval.generation import GenerationRequest, GenerationResult, RowMonitor
+from videopanda.inference.generation import GenerationRequest, GenerationResult, RowMonitor
 from videopanda.runtime import Precision, resolve_device, resolve_precision
 
 if TYPE_CHECKING:

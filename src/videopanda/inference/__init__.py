@@ -1,0 +1,31 @@
+"""The one inference layer: loading any model directory, the predictor, batched generation and streaming.
+
+``loading`` (every model directory kind -> a model and its tokenizer, in one place),
+``predictor`` (``VideoPandaPredictor``: videos and questions -> answers; ``ChatLLM``: a plain
+chat model) and ``generation`` (per-request limits, stops and streamed text in one batched
+``generate``). ``serve``, ``cli``, ``lmms``, the quickstart and ``eval`` stand on the names
+exported here.
+"""
+
+from videopanda.inference.generation import (
+    FINISH_CANCELLED,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    GenerationRequest,
+    GenerationResult,
+    cut_at_stops,
+)
+from videopanda.inference.predictor import ChatLLM, GenerationConfig, VideoPandaPredictor, model_template
+
+__all__ = [
+    "FINISH_CANCELLED",
+    "FINISH_LENGTH",
+    "FINISH_STOP",
+    "ChatLLM",
+    "GenerationConfig",
+    "GenerationRequest",
+    "GenerationResult",
+    "VideoPandaPredictor",
+    "cut_at_stops",
+    "model_template",
+]
