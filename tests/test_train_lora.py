@@ -15,11 +15,12 @@ from test_train_support import stage_overrides, write_tiny_llm, write_video_data
 from videopanda.cli import main
 from videopanda.data.processing_videopanda import VideoPandaProcessor
 from videopanda.inference import GenerationConfig, VideoPandaPredictor
+from videopanda.model.directory import LORA_ADAPTER_DIR
 from videopanda.model.llm import load_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.model.release import export_release_checkpoint, load_release_checkpoint
 from videopanda.train.config import load_train_config
-from videopanda.train.lora import ADAPTER_DIR, NON_LLM_WEIGHTS, load_lora_output
+from videopanda.train.lora import NON_LLM_WEIGHTS, load_lora_output
 from videopanda.train.run import train_stage
 
 LORA_CONFIG = REPO_ROOT / "configs" / "finetune_lora.yaml"  # the shipped config, sized down by overrides
@@ -53,7 +54,7 @@ def lora_run(world) -> Path:
 
 def test_lora_trains_adapters_not_the_base_llm(world, lora_run):
     before = load_file(str(world["prealigned"] / "model.safetensors"))
-    adapter = load_file(str(lora_run / ADAPTER_DIR / "adapter_model.safetensors"))
+    adapter = load_file(str(lora_run / LORA_ADAPTER_DIR / "adapter_model.safetensors"))
     assert adapter and all("lora_" in name for name in adapter)
     assert any(name.endswith("lora_B.weight") and value.abs().sum() > 0 for name, value in adapter.items())
     unmerged, _ = load_lora_output(lora_run, merge=False)
@@ -106,10 +107,10 @@ def test_lora_resumes_from_its_checkpoint_to_the_same_adapter(world, tmp_path):
     assert train_cli(*finetune_overrides(world, straight, max_steps=4)) == 0
     assert train_cli(*finetune_overrides(world, resumed, max_steps=4, save_steps=2)) == 0
     shutil.rmtree(resumed / "checkpoint-4")  # as if the run had died after its step-2 checkpoint
-    (resumed / ADAPTER_DIR / "adapter_model.safetensors").unlink()
+    (resumed / LORA_ADAPTER_DIR / "adapter_model.safetensors").unlink()
     assert train_cli(*finetune_overrides(world, resumed, max_steps=4, save_steps=2)) == 0
     assert (resumed / "checkpoint-4" / "trainer_state.json").is_file()
-    for part in (f"{ADAPTER_DIR}/adapter_model.safetensors", NON_LLM_WEIGHTS):
+    for part in (f"{LORA_ADAPTER_DIR}/adapter_model.safetensors", NON_LLM_WEIGHTS):
         a, b = load_file(str(straight / part)), load_file(str(resumed / part))
         assert a.keys() == b.keys()
         for name in a:
@@ -132,7 +133,7 @@ def test_prealign_ignores_lora_and_keeps_the_llm_frozen(world, tmp_path, smollm2
     with caplog.at_level("INFO", logger="videopanda"):
         output = train_stage(load_train_config(None, overrides))
     assert "keeps the LLM frozen: model.lora ignored" in caplog.text
-    assert (output / "model.safetensors").is_file() and not (output / ADAPTER_DIR).exists()
+    assert (output / "model.safetensors").is_file() and not (output / LORA_ADAPTER_DIR).exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU error of QLoRA")

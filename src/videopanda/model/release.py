@@ -37,6 +37,7 @@ from transformers import AutoConfig, PreTrainedTokenizerBase
 from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE
 from videopanda.model.configuration_videopanda import VideoPandaConfig, image_token_id
 from videopanda.model.convert import check_keys, ours_to_release, release_to_ours
+from videopanda.model.directory import ModelDirKind, model_dir_kind
 from videopanda.model.distill import selected_layer_indices
 from videopanda.model.llm import load_tokenizer, resize_for_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
@@ -111,7 +112,7 @@ def check_release_dir(directory: str | Path) -> Path:
     what = "is not a release checkpoint directory"
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{directory} {what}: it has no config.json")
-    if _read_json(directory / "config.json").get("model_type") == VideoPandaConfig.model_type:
+    if model_dir_kind(directory) is ModelDirKind.VIDEOPANDA:
         raise ValueError(f"{directory} {what}: it is already a Video-Panda model directory (load it as it is, "
                          "or export it with --to-release --model)")
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):

@@ -26,21 +26,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from videopanda.model.directory import LORA_ADAPTER_DIR, LORA_BASE_FILE
 from videopanda.model.weights import load_weight_file
 from videopanda.runtime import DeviceError
 from videopanda.train.config import LoraSettings, ModelInit
 from videopanda.train.stages import LLM_PREFIX
 
 logger = logging.getLogger(__name__)
-ADAPTER_DIR = "adapter"
 NON_LLM_WEIGHTS = "non_llm_weights.safetensors"
-BASE_NAME = "lora_base.json"
 # Never quantized in QLoRA: the trained visual modules and the LLM head.
 QLORA_SKIP_MODULES = ["stab", "projector", "distill_head", "lm_head"]
-
-
-def is_lora_output(path: str | Path) -> bool:
-    return (Path(path) / BASE_NAME).is_file() and (Path(path) / ADAPTER_DIR).is_dir()
 
 
 def qlora_quantization_config():
@@ -76,13 +71,13 @@ def save_lora_output(model, tokenizer, base: ModelInit, output_dir: str | Path) 
     """Write the adapter, the non-LLM weights and the base reference (rank 0 only)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model.language_model.save_pretrained(output_dir / ADAPTER_DIR)
+    model.language_model.save_pretrained(output_dir / LORA_ADAPTER_DIR)
     non_llm = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
                if not k.startswith(LLM_PREFIX + ".")}
     save_file(non_llm, str(output_dir / NON_LLM_WEIGHTS))
     reference = {"init": base.init, "config": base.config, "use_distillation": base.use_distillation,
                  "num_frames": model.config.num_frames}
-    (output_dir / BASE_NAME).write_text(json.dumps(reference, indent=1) + "\n")
+    (output_dir / LORA_BASE_FILE).write_text(json.dumps(reference, indent=1) + "\n")
     tokenizer.save_pretrained(output_dir)
 
 
@@ -98,14 +93,14 @@ def load_lora_output(path: str | Path, merge: bool = True):
     from videopanda.train.run import load_model
 
     path = Path(path)
-    base = ModelInit(**json.loads((path / BASE_NAME).read_text()))
+    base = ModelInit(**json.loads((path / LORA_BASE_FILE).read_text()))
     model, _ = load_model(base)
     missing, unexpected = model.load_state_dict(load_weight_file(path / NON_LLM_WEIGHTS), strict=False)
     not_llm = [k for k in missing if not k.startswith(LLM_PREFIX + ".")]
     if not_llm or unexpected:
         raise ValueError(f"{path / NON_LLM_WEIGHTS} does not fit its base {base.init}: "
                          f"missing {not_llm[:5]}, unexpected {unexpected[:5]}")
-    llm = PeftModel.from_pretrained(model.language_model, path / ADAPTER_DIR)
+    llm = PeftModel.from_pretrained(model.language_model, path / LORA_ADAPTER_DIR)
     model.language_model = llm.merge_and_unload() if merge else llm
     return model, load_tokenizer(path)
 

@@ -28,13 +28,13 @@ from videopanda.data.dataset import VideoLLaVADataset, load_annotations
 from videopanda.data.processing_videopanda import VideoPandaProcessor
 from videopanda.files import atomic_write_text
 from videopanda.limits import LimitError, check_num_frames
+from videopanda.model.directory import ModelDirKind, model_dir_kind
 from videopanda.model.llm import load_llm, load_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.runtime import canonical_dtype_name, resolve_precision
 from videopanda.train.config import ModelInit, TrainConfig, load_train_config
 from videopanda.train.lora import (
     add_lora,
-    is_lora_output,
     load_lora_output,
     merge_lora_output,
     qlora_quantization_config,
@@ -64,11 +64,6 @@ class StageSetup:
     trainer: VideoPandaTrainer
 
 
-def is_videopanda_dir(path: str | Path) -> bool:
-    config = Path(path) / "config.json"
-    return config.is_file() and json.loads(config.read_text()).get("model_type") == "videopanda"
-
-
 def load_model(init: ModelInit) -> tuple[VideoPandaForCausalLM, PreTrainedTokenizerBase]:
     """A saved Video-Panda model (a LoRA output is rebuilt and merged), or a fresh STAB + projector around an LLM.
 
@@ -76,18 +71,19 @@ def load_model(init: ModelInit) -> tuple[VideoPandaForCausalLM, PreTrainedTokeni
     model's LLM in NF4 (QLoRA). The adapters themselves are added by the stage (``lora.add_lora``).
     """
     overrides = {}
+    kind = model_dir_kind(init.init)
     if init.load_in_4bit:
-        if not is_videopanda_dir(init.init):
+        if kind is not ModelDirKind.VIDEOPANDA:
             raise ValueError(f"model.load_in_4bit (QLoRA) starts from a saved, merged Video-Panda model; {init.init} "
                              "is not one (run the stage before it, merged with --merge)")
         overrides["quantization_config"] = qlora_quantization_config()
         overrides["device_map"] = {"": torch.cuda.current_device()}  # the rank's GPU (set by TrainingArguments)
-    if init.config and (is_videopanda_dir(init.init) or is_lora_output(init.init)):
+    if init.config and kind in (ModelDirKind.VIDEOPANDA, ModelDirKind.LORA_ADAPTER):
         raise ValueError(f"model.config overrides apply to a fresh model, but {init.init} is a saved Video-Panda model")
-    if is_videopanda_dir(init.init):
+    if kind is ModelDirKind.VIDEOPANDA:
         model = VideoPandaForCausalLM.from_pretrained(init.init, use_distillation=init.use_distillation, **overrides)
         tokenizer = load_tokenizer(init.init)
-    elif is_lora_output(init.init):
+    elif kind is ModelDirKind.LORA_ADAPTER:
         model, tokenizer = load_lora_output(init.init, merge=True)
     else:
         tokenizer = load_tokenizer(init.init)
