@@ -15,6 +15,14 @@ from videopanda.inference.generation import (
     GenerationResult,
     cut_at_stops,
 )
+from videopanda.inference.loading import (
+    LOADABLE_KINDS,
+    LoadedModel,
+    cast_weights,
+    is_loadable,
+    load_model_dir,
+    read_model_config,
+)
 from videopanda.inference.predictor import ChatLLM, GenerationConfig, VideoPandaPredictor, model_template
 
 __all__ = [
@@ -25,7 +33,13 @@ __all__ = [
     "GenerationConfig",
     "GenerationRequest",
     "GenerationResult",
+    "LOADABLE_KINDS",
+    "LoadedModel",
     "VideoPandaPredictor",
+    "cast_weights",
     "cut_at_stops",
+    "is_loadable",
+    "load_model_dir",
     "model_template",
+    "read_model_config",
 ]

@@ -30,7 +30,8 @@ from videopanda.data.decode import read_video_frames
 from videopanda.data.processing_videopanda import VideoPandaProcessor, decode_text
 from videopanda.data.transform import VisualInputs, preprocess_frames, preprocess_image
 from videopanda.inference.generation import GenerationRequest, GenerationResult, RowMonitor
-from videopanda.runtime import Precision, resolve_device, resolve_precision
+from videopanda.inference.loading import cast_weights, load_model_dir, read_model_config
+from videopanda.runtime import Precision, resolve_precision
 
 if TYPE_CHECKING:
     from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
@@ -92,22 +93,18 @@ class VideoPandaPredictor:
         cls, model_dir: str | Path, config: GenerationConfig = GenerationConfig(),
         device: str = "cpu", dtype: str = "auto",
     ) -> VideoPandaPredictor:
-        """A trained model directory (``save_pretrained`` + tokenizer, as training writes it).
+        """A model directory of any kind ``inference.loading.load_model_dir`` takes (trained, LoRA adapter or
+        merged, release, converted, quickstart).
 
         ``dtype``: ``auto`` (``runtime.resolve_precision``), ``float32``, ``bfloat16`` or ``float16``.
         """
-        from videopanda.model.llm import load_tokenizer
-        from videopanda.model.modeling_videopanda import VideoPandaForCausalLM, require_model_dir
-
-        require_model_dir(model_dir)
-        _check_generation_config(config, VideoPandaForCausalLM.config_class.from_pretrained(model_dir))  # no weights
-        target = resolve_device(device)
-        precision = resolve_precision(dtype, target)
-        model = VideoPandaForCausalLM.from_pretrained(model_dir, dtype=precision.torch_dtype)
-        model = model.to(target)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides the bound self
-        template = config.template or model_template(model_dir, model.config)
-        processor = VideoPandaProcessor(load_tokenizer(model_dir), model.config, template=template)
-        return cls(model, processor, config, precision)
+        recorded = read_model_config(model_dir)  # checked before any weight loads, where the files tell it
+        if recorded is not None:
+            _check_generation_config(config, recorded)
+        loaded = load_model_dir(model_dir, dtype=dtype, device=device)
+        template = config.template or model_template(model_dir, loaded.model.config)
+        processor = VideoPandaProcessor(loaded.tokenizer, loaded.model.config, template=template)
+        return cls(loaded.model, processor, config, loaded.precision)
 
     @classmethod
     def for_model(
@@ -117,7 +114,7 @@ class VideoPandaPredictor:
         """A predictor around an in-memory model (the quickstart's), answering as ``from_pretrained`` of its
         saved directory would: a copy in ``precision`` when the model's weights are in another dtype."""
         if model.dtype != precision.torch_dtype:
-            model = copy.deepcopy(model).to(precision.torch_dtype)  # type: ignore[arg-type]  # as in from_pretrained
+            model = cast_weights(copy.deepcopy(model), precision.torch_dtype)
         template = config.template or model_template("", model.config)
         return cls(model, VideoPandaProcessor(tokenizer, model.config, template=template), config, precision)
 

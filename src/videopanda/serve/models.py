@@ -15,7 +15,6 @@ Both refuse a text too long for the model's context before it is tokenised
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +26,14 @@ import numpy as np
 from videopanda.data.decode import VideoDecodeError, read_image
 from videopanda.data.sampling import sample_frame_indices
 from videopanda.data.transform import VisualInputs
-from videopanda.inference import ChatLLM, GenerationConfig, GenerationRequest, GenerationResult, VideoPandaPredictor
+from videopanda.inference import (
+    ChatLLM,
+    GenerationConfig,
+    GenerationRequest,
+    GenerationResult,
+    VideoPandaPredictor,
+    is_loadable,
+)
 from videopanda.limits import LimitError, check_text_chars
 from videopanda.serve.media import MediaPolicy, media_file, unreadable_local
 from videopanda.serve.messages import ParsedChat, VisualRef
@@ -149,15 +155,13 @@ def load_served_model(
     source: str | None, device: str = "cpu", dtype: str = "auto", template: str | None = None,
     num_frames: int | None = None,
 ) -> ServedModel:
-    """A Video-Panda model directory (its config.json has model_type 'videopanda') or a plain chat LLM.
+    """A Video-Panda model directory of any kind ``inference.load_model_dir`` takes, or a plain chat LLM.
 
     A Video-Panda model answers with the predictor of ``eval run`` and ``ask``: ``dtype`` is the
     precision policy's (``runtime``), ``template`` None the one the model directory records,
     ``num_frames`` None its config's frames per video (a request may ask for another count).
     """
-    if source is not None and (Path(source) / "config.json").is_file() and (
-        json.loads((Path(source) / "config.json").read_text()).get("model_type") == "videopanda"
-    ):
+    if source is not None and is_loadable(source):
         config = GenerationConfig(template=template, num_frames=num_frames)
         predictor = VideoPandaPredictor.from_pretrained(source, config, device=device, dtype=dtype)
         return VideoPandaModel(predictor, Path(source).name)
