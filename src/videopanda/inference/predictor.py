@@ -12,7 +12,6 @@ the prompt template the model directory records (``model_template``).
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from videopanda.data.processing_videopanda import VideoPandaProcessor, decode_te
 from videopanda.data.transform import VisualInputs, preprocess_frames, preprocess_image
 from videopanda.inference.generation import GenerationRequest, GenerationResult, RowMonitor
 from videopanda.inference.loading import cast_weights, load_model_dir, read_model_config
+from videopanda.model.directory import read_config_json
 from videopanda.runtime import Precision, resolve_precision
 
 if TYPE_CHECKING:
@@ -51,7 +51,8 @@ class GenerationConfig:
 def model_template(model_dir: str | Path, config: PretrainedConfig | None = None) -> str:
     """The template a model directory is prompted with: its config's ``prompt_template``, else the
     evaluation form of its ``train_config.yaml``'s ``data.template`` (older directories), else the release's."""
-    recorded = getattr(config, "prompt_template", None) if config is not None else _config_template(model_dir)
+    recorded = (getattr(config, "prompt_template", None) if config is not None
+                else (read_config_json(model_dir) or {}).get("prompt_template"))
     if recorded:
         return recorded
     path = Path(model_dir) / TRAIN_CONFIG_NAME
@@ -62,13 +63,6 @@ def model_template(model_dir: str | Path, config: PretrainedConfig | None = None
     except (yaml.YAMLError, AttributeError) as err:
         raise ValueError(f"{path} is not a training config: {err}") from err
     return inference_template(template) if template else RELEASE_INFERENCE_TEMPLATE
-
-
-def _config_template(model_dir: str | Path) -> str | None:
-    path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text()).get("prompt_template")
 
 
 class VideoPandaPredictor:
