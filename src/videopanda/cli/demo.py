@@ -31,10 +31,10 @@ def demo_command(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"videopanda demo needs gradio ({err.name} is missing): pip install 'videopanda[demo]'"
         ) from None
+    from videopanda.inference import require_loadable
     from videopanda.serve.server import PortInUseError, bind_socket
 
-    if not (args.model / "config.json").is_file():
-        raise SystemExit(f"--model {args.model}: no config.json (not a model directory)")
+    require_loadable(args.model)  # a one-line ModelDirError before the port and the model
     missing = [str(p) for p in args.examples if not p.is_file()]
     if missing:
         raise SystemExit(f"--examples: {missing[0]} not found")

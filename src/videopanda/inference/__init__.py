@@ -22,6 +22,7 @@ from videopanda.inference.loading import (
     is_loadable,
     load_model_dir,
     read_model_config,
+    require_loadable,
 )
 from videopanda.inference.predictor import ChatLLM, GenerationConfig, VideoPandaPredictor, model_template
 
@@ -42,4 +43,5 @@ __all__ = [
     "load_model_dir",
     "model_template",
     "read_model_config",
+    "require_loadable",
 ]

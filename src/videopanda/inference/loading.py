@@ -41,6 +41,11 @@ def is_loadable(path: str | Path) -> bool:
     return model_dir_kind(path) in LOADABLE_KINDS
 
 
+def require_loadable(path: str | Path) -> ModelDirKind:
+    """``path``'s kind if ``load_model_dir`` takes it, else a one-line ``ModelDirError`` saying what it is."""
+    return require_kind(path, *LOADABLE_KINDS)
+
+
 def load_model_dir(path: str | Path, dtype: str = "auto", device: str = "cpu") -> LoadedModel:
     """The model a directory of any loadable kind holds, with its tokenizer.
 
@@ -49,7 +54,7 @@ def load_model_dir(path: str | Path, dtype: str = "auto", device: str = "cpu") -
     """
     from videopanda.model.llm import load_tokenizer
 
-    kind = require_kind(path, *LOADABLE_KINDS)
+    kind = require_loadable(path)
     target = resolve_device(device)
     precision = resolve_precision(dtype, target)
     if kind is ModelDirKind.VIDEOPANDA:
