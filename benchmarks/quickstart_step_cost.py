@@ -34,7 +34,7 @@ from videopanda.train.run import build_dataset
 from videopanda.train.stages import apply_stage, get_stage
 
 MODES = ("full", "lora", "frozen")
-INPUTS = ("input_ids", "attention_mask", "labels", "pixel_values", "chunk_lengths")
+INPUTS = ("input_ids", "attention_mask", "labels", "pixel_values_videos", "video_grid_thw")
 
 
 def clock() -> tuple[float, float]:

@@ -60,8 +60,9 @@ def test_corrupt_and_missing_videos_are_skipped_and_reported(tmp_path, make_vide
     # the bad ones are replaced by the next usable sample, deterministically
     assert torch.equal(samples[1].input_ids, samples[3].input_ids)
     assert torch.equal(samples[2].input_ids, samples[3].input_ids)
-    assert samples[0].pixel_values.shape == (8, 4, 112, 112) and samples[0].chunk_lengths.tolist() == [4, 4]
-    assert samples[4].pixel_values is None and samples[5].chunk_lengths.tolist() == [1]
+    assert samples[0].pixel_values_videos.shape == (8, 4, 112, 112)
+    assert samples[0].video_grid_thw.tolist() == [[8, 8, 8]]
+    assert samples[4].pixel_values_videos is None and samples[5].video_grid_thw.tolist() == [[1, 8, 8]]
     assert [m for m, _ in dataset.modality_lengths()] == ["video"] * 4 + ["text", "image"]
 
 
@@ -76,7 +77,7 @@ def test_malformed_items_are_skipped(tmp_path, make_video, processor):
         {"id": "ok", "conversations": qa("Hi", "Hello")},
     ]
     dataset = VideoLLaVADataset(load_annotations([write_json(tmp_path / "a.json", items)]), tmp_path, processor)
-    assert all(dataset[i].pixel_values is None for i in range(len(dataset)))  # all replaced by the text sample
+    assert all(dataset[i].pixel_values_videos is None for i in range(len(dataset)))  # all replaced by the text sample
     kinds = [r.reason.split(":")[0] for r in dataset.skipped.records()]
     assert kinds == [
         "ConversationError", "AnnotationError", "ConversationError", "AnnotationError", "ConversationError"
@@ -90,7 +91,7 @@ def test_visual_cut_by_max_length_is_skipped_with_a_warning(tmp_path, make_video
     dataset = VideoLLaVADataset(load_annotations([write_json(tmp_path / "a.json", items)]), tmp_path, processor)
     with caplog.at_level(logging.WARNING, logger="videopanda.data.dataset"):
         sample = dataset[0]
-    assert sample.pixel_values is None and "SampleTooLongError" in caplog.text and "max_length=64" in caplog.text
+    assert sample.pixel_values_videos is None and "SampleTooLongError" in caplog.text and "max_length=64" in caplog.text
 
 
 def test_all_bad_is_a_clear_error_not_a_loop(tmp_path, processor):
@@ -144,14 +145,14 @@ def test_train_flip_is_seeded_and_named_in_the_sample_key(tmp_path, make_video, 
             samples.append(dataset[0])
         runs.append(samples)
     # the same (seed, epoch, index) gives the same sample
-    assert all(torch.equal(a.pixel_values, b.pixel_values) for a, b in zip(*runs, strict=True))
+    assert all(torch.equal(a.pixel_values_videos, b.pixel_values_videos) for a, b in zip(*runs, strict=True))
     flipped = [s.sample_key == f"a.mp4@0-1.5{FLIPPED_SUFFIX}" for s in runs[0]]
     assert any(flipped) and not all(flipped)
     for sample, flip in zip(runs[0], flipped, strict=True):
-        expected = plain.pixel_values.flip(-1) if flip else plain.pixel_values
-        assert torch.equal(sample.pixel_values, expected)
-        teacher = plain.teacher_pixel_values
-        assert torch.equal(sample.teacher_pixel_values, teacher.flip(-1) if flip else teacher)
+        expected = plain.pixel_values_videos.flip(-1) if flip else plain.pixel_values_videos
+        assert torch.equal(sample.pixel_values_videos, expected)
+        teacher = plain.teacher_pixel_values_videos
+        assert torch.equal(sample.teacher_pixel_values_videos, teacher.flip(-1) if flip else teacher)
         assert flip or sample.sample_key == "a.mp4@0-1.5"
     assert FLIPPED_SUFFIX == CACHE_FLIPPED_SUFFIX  # the teacher cache stores both orientations under these keys
 

@@ -171,7 +171,8 @@ def test_option_likelihood_task_picks_the_models_likeliest_option(replica_run, t
             labels[0, : len(prompt.input_ids)] = -100
             with torch.no_grad():
                 loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels,
-                             pixel_values=prompt.pixel_values.to(model.dtype), chunk_lengths=prompt.chunk_lengths).loss
+                             pixel_values_videos=prompt.pixel_values_videos.to(model.dtype),
+                             video_grid_thw=prompt.video_grid_thw).loss
             logprobs.append(-loss.item())
         reported = [float(loss) for loss, _ in sample["filtered_resps"]]  # what the plugin handed lmms-eval
         assert reported == pytest.approx([-lp for lp in logprobs], rel=tolerance)  # mean NLL: lower is likelier

@@ -136,7 +136,8 @@ def test_loglikelihood_is_the_models_mean_loss_on_each_reply(lmm, tmp_path, prec
         labels[0, : len(prompt.input_ids)] = -100
         with torch.no_grad():
             expected = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels,
-                             pixel_values=prompt.pixel_values, chunk_lengths=prompt.chunk_lengths).loss.item()
+                             pixel_values_videos=prompt.pixel_values_videos,
+                             video_grid_thw=prompt.video_grid_thw).loss.item()
         assert loss == pytest.approx(expected, rel=1e-4 if precision == "float32" else 2e-2) and loss > 0
         assert isinstance(greedy, bool)
 

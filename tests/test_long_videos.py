@@ -70,7 +70,7 @@ def test_a_32_frame_training_step_with_the_quickstart_stab(tmp_path, smollm2_tok
     ]
     config = load_train_config(None, overrides)
     sample = setup_stage(config).dataset[0]
-    assert sample.pixel_values.shape[0] == 32 and sample.chunk_lengths.tolist() == [4] * 8
+    assert sample.pixel_values_videos.shape[0] == 32 and sample.video_grid_thw[:, 0].tolist() == [32]
     output = train_stage(config)
     assert VideoPandaForCausalLM.from_pretrained(output).config.num_frames == 32
     with pytest.raises(ConfigError, match="model.num_frames"):

@@ -97,7 +97,8 @@ def test_loss_on_kept_logits_equals_the_loss_on_all_logits(tiny, mixed_batch):
 
 def test_video_features_match_the_placeholders(tiny, mixed_batch):
     model, _ = tiny
-    features, counts, grid_hw = model.get_video_features(mixed_batch["pixel_values"], mixed_batch["chunk_lengths"])
+    features, counts, grid_hw = model.get_video_features(mixed_batch["pixel_values_videos"],
+                                                        mixed_batch["video_grid_thw"])
     assert features.shape == (int(counts.sum()), model.config.llm_hidden_size)
     assert int(counts.sum()) == int((mixed_batch["input_ids"] == model.config.image_token_id).sum())
     assert grid_hw[0].tolist() == [2, 4] and grid_hw[8].tolist() == [4, 2]  # wide, then tall
@@ -120,10 +121,12 @@ def test_batched_generation_equals_one_by_one(tiny, smollm2_tokenizer):
                processor.encode_prompt([Turn("user", "Hi")], None)]
     left = VideoPandaCollator(smollm2_tokenizer.pad_token_id, padding_side="left")
     kwargs = dict(max_new_tokens=4, min_new_tokens=4, pad_token_id=smollm2_tokenizer.pad_token_id)
-    batched = model.generate(**left(prompts), **kwargs)
+    inputs = left(prompts)
+    batched = model.generate(**inputs, **kwargs)[:, inputs["input_ids"].shape[1] :]  # (B, T_new)
     assert batched.shape == (3, 4)
     for row, prompt in enumerate(prompts):
-        assert batched[row].tolist() == model.generate(**left([prompt]), **kwargs)[0].tolist()
+        alone = left([prompt])
+        assert batched[row].tolist() == model.generate(**alone, **kwargs)[0, alone["input_ids"].shape[1] :].tolist()
     assert not bool((batched == model.config.image_token_id).any())
 
 

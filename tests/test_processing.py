@@ -10,6 +10,7 @@ from videopanda.data.collator import VideoPandaCollator
 from videopanda.data.conversation import VICUNA_SYSTEM, ConversationError, Turn
 from videopanda.data.processing_videopanda import SampleTooLongError, VideoPandaProcessor
 from videopanda.data.transform import preprocess_frames
+from videopanda.model.chunking import chunk_lengths
 
 TWO_TURNS = [
     Turn("user", "What colour?"), Turn("assistant", "red"), Turn("user", "Shape?"), Turn("assistant", "square")
@@ -53,7 +54,7 @@ def test_labels_exactly_on_replies_and_end_of_turn(smollm2_tokenizer, config, te
     input_ids, labels = expected_ids_and_labels(smollm2_tokenizer, pieces)
     assert sample.input_ids.tolist() == input_ids.tolist()
     assert sample.labels.tolist() == labels.tolist()
-    assert sample.pixel_values is None and sample.chunk_lengths is None
+    assert sample.pixel_values_videos is None and sample.video_grid_thw is None
 
 
 def test_video_placeholders_front_of_turn_and_never_learned(smollm2_tokenizer, config):
@@ -67,7 +68,7 @@ def test_video_placeholders_front_of_turn_and_never_learned(smollm2_tokenizer, c
     assert smollm2_tokenizer.decode(sample.input_ids[last + 1 :]) == "\nWhat colour? ASSISTANT: red</s>"
     assert (sample.labels[placeholder] == -100).all()
     assert smollm2_tokenizer.decode(sample.labels[sample.labels != -100]) == " red</s>"
-    assert torch.equal(sample.pixel_values, video.pixel_values) and sample.chunk_lengths.tolist() == [4, 4]
+    assert torch.equal(sample.pixel_values_videos, video.pixel_values) and sample.video_grid_thw.tolist() == [[8, 8, 8]]
 
 
 # 112x112 student canvas: 8x8 patches, LSD grid up to 4x4; a frame is 1 + h*(w+1) tokens.
@@ -86,7 +87,7 @@ def test_image_is_one_placeholder_and_one_chunk(smollm2_tokenizer, config):
     processor = VideoPandaProcessor(smollm2_tokenizer, config)
     image = visuals(1, 64, 128)
     sample = processor.encode_conversation([Turn("user", "<image>\nWhat?"), Turn("assistant", "a")], image)
-    assert sample.chunk_lengths.tolist() == [1] and sample.pixel_values.shape == (1, 4, 112, 112)
+    assert sample.video_grid_thw.tolist() == [[1, 8, 8]] and sample.pixel_values_videos.shape == (1, 4, 112, 112)
     assert int((sample.input_ids == config.image_token_id).sum()) == 1 + 2 * 5  # 128x64 -> a 2x4 LSD grid
 
 
@@ -121,7 +122,7 @@ def test_batch_prompts_are_left_padded_with_generation_prompt(smollm2_tokenizer,
     assert mask[:, -1].all() and not mask[1, 0]  # left padding: every prompt ends at the last column
     assert (ids[1][mask[1] == 0] == smollm2_tokenizer.pad_token_id).all()
     assert smollm2_tokenizer.decode(ids[1][mask[1] == 1]).endswith("human's questions. USER: Hi ASSISTANT:")
-    assert batch["pixel_values"].shape == (8, 4, 112, 112) and batch["chunk_lengths"].tolist() == [4, 4]
+    assert batch["pixel_values_videos"].shape == (8, 4, 112, 112) and batch["video_grid_thw"].tolist() == [[8, 8, 8]]
     assert processor.decode(smollm2_tokenizer(" red square</s>USER: more").input_ids) == "red square"
 
 
@@ -135,17 +136,18 @@ def test_collator_mixed_batch(smollm2_tokenizer, config):
     batch = VideoPandaCollator(smollm2_tokenizer.pad_token_id, with_teacher=True)(samples)
     length = max(len(s.input_ids) for s in samples)
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (4, length)
-    assert batch["pixel_values"].shape == (17, 4, 112, 112)
-    assert batch["teacher_pixel_values"].shape == (17, 4, 56, 56)
-    assert batch["chunk_lengths"].tolist() == [4, 4, 1, 4, 4]  # wide, image, tall: in sample order
-    assert torch.equal(batch["pixel_values"][8:9], image.pixel_values)
+    assert batch["pixel_values_videos"].shape == (17, 4, 112, 112)
+    assert batch["teacher_pixel_values_videos"].shape == (17, 4, 56, 56)
+    assert batch["video_grid_thw"].tolist() == [[8, 8, 8], [1, 8, 8], [8, 8, 8]]  # wide, image, tall: in sample order
+    assert chunk_lengths(batch["video_grid_thw"], config.chunk_length).tolist() == [4, 4, 1, 4, 4]
+    assert torch.equal(batch["pixel_values_videos"][8:9], image.pixel_values_videos)
     for row, sample in enumerate(samples):  # right padding
         n = len(sample.input_ids)
         assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (length - n)
         assert torch.equal(batch["input_ids"][row, :n], sample.input_ids)
         assert (batch["labels"][row, n:] == -100).all()
     placeholders = int((batch["input_ids"] == config.image_token_id).sum())
-    assert placeholders == int(processor.frame_token_counts(batch["pixel_values"]).sum())
+    assert placeholders == int(processor.frame_token_counts(batch["pixel_values_videos"]).sum())
     text_only = VideoPandaCollator(smollm2_tokenizer.pad_token_id)([text, text])
     assert set(text_only) == {"input_ids", "attention_mask", "labels"}
 

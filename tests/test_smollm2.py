@@ -49,7 +49,9 @@ def test_smollm2_greedy_generation_with_a_video(smollm2_videopanda, frames):
     model, processor = smollm2_videopanda
     model.eval()
     prompt = processor.build_prompt("What moves in this video?", frames)
-    new = model.generate(**prompt, max_new_tokens=4, pad_token_id=processor.tokenizer.pad_token_id)  # (1, T_new)
+    output = model.generate(**prompt, max_new_tokens=4, pad_token_id=processor.tokenizer.pad_token_id)  # (1, L+T_new)
+    assert torch.equal(output[:, : prompt["input_ids"].shape[1]], prompt["input_ids"])  # the prompt comes first
+    new = output[:, prompt["input_ids"].shape[1] :]  # (1, T_new)
     assert 1 <= new.shape[1] <= 4
     assert not bool((new == model.config.image_token_id).any())
     with torch.no_grad():

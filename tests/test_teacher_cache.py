@@ -102,12 +102,13 @@ def test_cached_teacher_serves_batches_and_checks_the_model(tmp_path, dataset):
     build_teacher_cache(teacher, collect_media([dataset], tmp_path), out, flips=False)
     model_config = VideoPandaConfig(teacher_hidden_size=32, image_size=112, teacher_image_size=56)
     source = CachedTeacher(out, model_config)
-    features, patches = source({"sample_keys": ["still.png", "wide.mp4"], "pixel_values": torch.zeros(9, 4, 112, 112)})
+    frames = torch.zeros(9, 4, 112, 112)
+    features, patches = source({"sample_keys": ["still.png", "wide.mp4"], "pixel_values_videos": frames})
     cache = TeacherCache(out)
     assert patches.tolist() == cache.get("still.png")[1].tolist() + cache.get("wide.mp4")[1].tolist()
     assert features.shape == (int(patches.sum()), 32) and features.dtype == torch.float16
     with pytest.raises(ValueError, match="gives 9 frames for a batch of 8"):
-        source({"sample_keys": ["still.png", "wide.mp4"], "pixel_values": torch.zeros(8, 4, 112, 112)})
+        source({"sample_keys": ["still.png", "wide.mp4"], "pixel_values_videos": torch.zeros(8, 4, 112, 112)})
     with pytest.raises(KeyError, match="without --flips"):
         source({"sample_keys": ["wide.mp4" + FLIPPED_SUFFIX]})
     with pytest.raises(ValueError, match="teacher width 32 \\(model 1024\\)"):

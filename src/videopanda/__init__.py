@@ -6,13 +6,16 @@ projector, any Hugging Face causal LM) -> ``train`` (three-stage recipe) ->
 
 The Python API is importable from here (``from videopanda import VideoPandaPredictor``);
 names load on first use, so ``import videopanda`` (and ``videopanda --help``) stays light.
-Importing the model registers it with transformers' ``AutoConfig`` and ``AutoModelForCausalLM``.
+``import videopanda`` registers the model with transformers' ``AutoConfig`` and ``AutoModelForCausalLM``
+when transformers loads them (``model.registration``), so ``import videopanda`` itself stays torch-free.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from videopanda.model.registration import install as _install_auto_registration
 
 __version__ = "0.1.0"
 
@@ -25,6 +28,8 @@ _EXPORTS = {
     "load_tokenizer": "videopanda.model.llm",
 }
 __all__ = ["__version__", *_EXPORTS]
+
+_install_auto_registration()
 
 if TYPE_CHECKING:  # the names for type checkers; ``as`` marks them re-exported
     from videopanda.data.processing_videopanda import VideoPandaProcessor as VideoPandaProcessor

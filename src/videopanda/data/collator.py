@@ -1,18 +1,18 @@
 """Batching encoded samples into the model's input contract (docs/architecture.md, "Batch").
 
 Input: ``EncodedSample``s from ``VideoPandaProcessor`` (``input_ids (L,)``,
-``labels (L,)`` or None, ``pixel_values (F,4,S,S)`` or None, ``chunk_lengths (C,)``,
-``teacher_pixel_values (F,4,St,St)`` or None, ``sample_key`` or None). Output::
+``labels (L,)`` or None, ``pixel_values_videos (F,4,S,S)`` or None, ``video_grid_thw (1,3)``,
+``teacher_pixel_values_videos (F,4,St,St)`` or None, ``sample_key`` or None). Output::
 
     input_ids, attention_mask   (B, L) long   padded (right for training, left for generation)
     labels                      (B, L) long   -100 on padding (when the samples have labels)
-    pixel_values                (F, 4, S, S)  frames of the batch's visual samples, in sample order
-    chunk_lengths               (C,) long     sum == F
-    teacher_pixel_values        (F, 4, St, St) with ``with_teacher=True``
+    pixel_values_videos         (F, 4, S, S)  frames of the batch's visual samples, in sample order
+    video_grid_thw              (V, 3) long   per visual sample (frames, S // patch, S // patch); frames sum to F
+    teacher_pixel_values_videos (F, 4, St, St) with ``with_teacher=True``
     sample_keys                 list[str], one per visual sample, when the samples carry keys
 
 A batch without any visual sample (text-only) has none of the frame keys
-(``pixel_values``, ``chunk_lengths``, ``teacher_pixel_values``, ``sample_keys``):
+(``pixel_values_videos``, ``video_grid_thw``, ``teacher_pixel_values_videos``, ``sample_keys``):
 the model then runs the LLM alone.
 """
 
@@ -48,25 +48,26 @@ class VideoPandaCollator:
         labels = [s.labels for s in samples if s.labels is not None]
         if len(labels) == len(samples):
             batch["labels"] = self._stack(labels, length, IGNORE_INDEX)
-        visual = [s for s in samples if s.pixel_values is not None]
+        visual = [s for s in samples if s.pixel_values_videos is not None]
         if visual:
             batch.update(self._frames(visual))
         return batch
 
     def _frames(self, visual: list[EncodedSample]) -> dict[str, Tensor | list[str]]:
-        pixels = [s.pixel_values for s in visual if s.pixel_values is not None]
-        chunks = [s.chunk_lengths for s in visual if s.chunk_lengths is not None]
-        if len(chunks) != len(visual):
-            raise ValueError("a sample with pixel_values has no chunk_lengths")
+        pixels = [s.pixel_values_videos for s in visual if s.pixel_values_videos is not None]
+        grids = [s.video_grid_thw for s in visual if s.video_grid_thw is not None]
+        if len(grids) != len(visual):
+            raise ValueError("a sample with pixel_values_videos has no video_grid_thw")
         frames: dict[str, Tensor | list[str]] = {
-            "pixel_values": torch.cat(pixels),  # (F, 4, S, S)
-            "chunk_lengths": torch.cat(chunks),  # (C,)
+            "pixel_values_videos": torch.cat(pixels),  # (F, 4, S, S)
+            "video_grid_thw": torch.cat(grids),  # (V, 3)
         }
         if self.with_teacher:
-            teacher = [s.teacher_pixel_values for s in visual if s.teacher_pixel_values is not None]
+            teacher = [s.teacher_pixel_values_videos for s in visual if s.teacher_pixel_values_videos is not None]
             if len(teacher) != len(visual):
-                raise ValueError("with_teacher=True but a sample has no teacher_pixel_values (dataset with_teacher)")
-            frames["teacher_pixel_values"] = torch.cat(teacher)  # (F, 4, St, St)
+                raise ValueError("with_teacher=True but a sample has no teacher_pixel_values_videos (dataset "
+                                 "with_teacher)")
+            frames["teacher_pixel_values_videos"] = torch.cat(teacher)  # (F, 4, St, St)
         keys = [s.sample_key for s in visual if s.sample_key is not None]
         if len(keys) == len(visual):
             frames["sample_keys"] = keys

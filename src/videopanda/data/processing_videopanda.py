@@ -27,6 +27,7 @@ from videopanda.data.collator import IGNORE_INDEX, VideoPandaCollator
 from videopanda.data.conversation import ConversationError, Segment, Turn, get_template
 from videopanda.data.transform import VisualInputs
 from videopanda.limits import check_text_chars, longest_token_chars, max_text_chars
+from videopanda.model.chunking import chunk_lengths, video_grid_row
 from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig, image_token_id
 from videopanda.model.stab import frame_grid_hw, tokens_per_frame
 
@@ -49,9 +50,9 @@ class EncodedSample:
 
     input_ids: Tensor  # (L,) long, placeholders expanded
     labels: Tensor | None  # (L,) long, -100 off the learned text; None for generation prompts
-    pixel_values: Tensor | None = None  # (F, 4, S, S); None for text-only
-    chunk_lengths: Tensor | None = None  # (C,) long
-    teacher_pixel_values: Tensor | None = None  # (F, 4, St, St)
+    pixel_values_videos: Tensor | None = None  # (F, 4, S, S); None for text-only
+    video_grid_thw: Tensor | None = None  # (1, 3) long: (F, S // patch_size, S // patch_size)
+    teacher_pixel_values_videos: Tensor | None = None  # (F, 4, St, St)
     sample_key: str | None = None  # the media (and clip) this sample shows: the teacher cache's key
 
 
@@ -151,7 +152,7 @@ class VideoPandaProcessor:
         visual_turns: Sequence[int | None] | None = None,
     ) -> dict[str, Tensor]:
         """Prompts LEFT-padded for batched generation: ``input_ids (B, L)``, ``attention_mask (B, L)``,
-        and ``pixel_values (F, 4, S, S)``, ``chunk_lengths (C,)`` when any prompt has visuals.
+        and ``pixel_values_videos (F, 4, S, S)``, ``video_grid_thw (V, 3)`` when any prompt has visuals.
 
         Questions and earlier user turns are a user's text: a ``<video>``/``<image>`` typed there is text
         (``as_plain_text``). Each prompt's visuals go to the front of its turn ``visual_turns[i]`` (an index
@@ -181,13 +182,12 @@ class VideoPandaProcessor:
         patch_mask = F.avg_pool2d(pixel_values[:, 3:4].float(), self.config.patch_size)[:, 0]  # (F, Hp, Wp)
         return tokens_per_frame(frame_grid_hw(patch_mask, self.config.lsd_stride, self.config.max_crop_patches))
 
-    def chunk_lengths(self, num_frames: int) -> Tensor:
-        """(C,) long: one chunk for an image (1 frame), ``chunk_length``-frame chunks for a video."""
-        if num_frames == 1:
-            return torch.ones(1, dtype=torch.long)
-        if num_frames % self.config.chunk_length:
-            raise ValueError(f"{num_frames} frames do not split into chunks of {self.config.chunk_length}")
-        return torch.full((num_frames // self.config.chunk_length,), self.config.chunk_length, dtype=torch.long)
+    def video_grid_thw(self, pixel_values_videos: Tensor) -> Tensor:
+        """One video's frames (F, 4, S, S) -> its row (1, 3) of ``video_grid_thw``; frames that do not split
+        into the model's chunks are a ValueError."""
+        grid = video_grid_row(pixel_values_videos.shape[0], pixel_values_videos.shape[-1], self.config.patch_size)
+        chunk_lengths(grid, self.config.chunk_length)  # the model's chunking rule refuses the frame count now
+        return grid
 
     def _place_placeholders(self, turns: Sequence[Turn], visuals: VisualInputs | None) -> list[Turn]:
         """Replace the visual marker by one placeholder per frame at the front of its (user) turn."""
@@ -239,9 +239,9 @@ class VideoPandaProcessor:
         return EncodedSample(
             input_ids=input_ids.repeat_interleave(repeats),
             labels=labels,
-            pixel_values=pixel_values,
-            chunk_lengths=self.chunk_lengths(pixel_values.shape[0]),
-            teacher_pixel_values=visuals.teacher_pixel_values,
+            pixel_values_videos=pixel_values,
+            video_grid_thw=self.video_grid_thw(pixel_values),
+            teacher_pixel_values_videos=visuals.teacher_pixel_values,
         )
 
     def _fit_length(self, input_ids: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

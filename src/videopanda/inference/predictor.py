@@ -167,9 +167,9 @@ class VideoPandaPredictor:
         """Left-padded prompts on the model's device and dtype, and their attention mask (B, L) on the CPU."""
         batch = self.processor.batch_prompts(questions, visuals, histories, visual_turns)
         device = self.model.device
-        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "chunk_lengths")}
-        if "pixel_values" in batch:
-            inputs["pixel_values"] = batch["pixel_values"].to(device, self.model.dtype)
+        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "video_grid_thw")}
+        if "pixel_values_videos" in batch:
+            inputs["pixel_values_videos"] = batch["pixel_values_videos"].to(device, self.model.dtype)
         return inputs, batch["attention_mask"]
 
     @torch.no_grad()
@@ -180,28 +180,32 @@ class VideoPandaPredictor:
             [r.visual_turn for r in requests])
         tokenizer = self.processor.tokenizer
         token_limits = [r.max_new_tokens or self.config.max_new_tokens for r in requests]
+        prompt_length = inputs["input_ids"].shape[1]
         monitor = RowMonitor(
-            requests, token_limits, 0, self.processor.decode,  # 0: generating from embeddings yields only new ids
+            requests, token_limits, prompt_length, self.processor.decode,
             lambda ids: decode_text(tokenizer, ids, skip_special_tokens=False), _eos_ids(self.model),
             self.processor.stop_string,
         )
-        new_tokens = self.model.generate(
+        output = self.model.generate(
             **inputs, max_new_tokens=max(token_limits), do_sample=False, pad_token_id=tokenizer.pad_token_id,
             stopping_criteria=StoppingCriteriaList([monitor]),
-        )  # (B, T_new)
-        return monitor.results(new_tokens, attention_mask)
+        )  # (B, L + T_new)
+        return monitor.results(output[:, prompt_length:], attention_mask)
 
     @torch.no_grad()
     def greedy_scores(self, visuals: VisualInputs | None, question: str, max_new_tokens: int | None = None):
-        """One prompt's greedy tokens and the logits of every step (``generate``'s output dict): the
-        reference that batched answers are checked against (near-ties of the logits)."""
+        """One prompt's greedy tokens and the logits of every step (``generate``'s output dict, its
+        ``sequences`` cut to the new tokens (1, T_new)): the reference that batched answers are checked
+        against (near-ties of the logits)."""
         inputs, _ = self._model_inputs([question], [visuals])
         tokenizer = self.processor.tokenizer
-        return self.model.generate(
+        out = self.model.generate(
             **inputs, max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=False,
             pad_token_id=tokenizer.pad_token_id, stop_strings=[self.processor.stop_string], tokenizer=tokenizer,
             output_scores=True, return_dict_in_generate=True,
         )
+        out.sequences = out.sequences[:, inputs["input_ids"].shape[1] :]
+        return out
 
     def ask(self, video: str | Path | None, question: str, history: Sequence[Turn] = ()) -> str:
         """One question about one video file (or none), after an optional chat history."""

@@ -38,9 +38,9 @@ def answer_losses(
     collated = VideoPandaCollator(processor.tokenizer.pad_token_id, padding_side="right")(samples)
     batch = {k: v for k, v in collated.items() if isinstance(v, torch.Tensor)}  # not the sample keys
     inputs = {k: v.to(model.device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
-                                                                     "chunk_lengths")}
-    if "pixel_values" in batch:
-        inputs["pixel_values"] = batch["pixel_values"].to(model.device, model.dtype)
+                                                                     "video_grid_thw")}
+    if "pixel_values_videos" in batch:
+        inputs["pixel_values_videos"] = batch["pixel_values_videos"].to(model.device, model.dtype)
     logits = model(**inputs).logits[:, :-1].float()  # (B, L-1, V): position t predicts token t+1
     targets = batch["labels"][:, 1:].to(logits.device)  # (B, L-1)
     scored = targets != IGNORE_INDEX

@@ -2,13 +2,17 @@
 
 Shape legend
     B, L    batch size, sequence length (placeholders already expanded)
-    F       frames in the batch;  C  chunks;  S  student frame size
+    F       frames in the batch;  V  videos (an image is a one-frame video);  C  chunks;  S  student frame size
     N       visual tokens of the batch (sum over frames of 1 + h*(w+1))
     D       LLM width;  Dt  teacher width
 
 Each frame's ``<image>`` placeholder was expanded by the processor into
 exactly as many ``image_token_id`` positions as the STAB gives that frame;
 the projected features are written there with one ``masked_scatter``.
+
+The model keeps transformers' contract for a causal LM: ``generate`` is GenerationMixin's own (prompt +
+new tokens returned; the frames are read in the first step only), ``cache``/``past_key_values``,
+``return_dict=False`` and the output flags are honoured.
 """
 
 from __future__ import annotations
@@ -23,13 +27,18 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import initialization as init
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
+from videopanda.model.chunking import chunk_lengths
 from videopanda.model.configuration_videopanda import VideoPandaConfig, image_token_id
 from videopanda.model.distill import DistillationHead
 from videopanda.model.llm import load_llm, load_tokenizer, resize_for_tokenizer
 from videopanda.model.projector import build_projector
-from videopanda.model.stab import STAB, tokens_per_frame
+from videopanda.model.stab import STAB, LocalSpatioTemporalEncoder, LocalTemporalMHRA, tokens_per_frame
+from videopanda.model.stab_attention import GlobalSpatioTemporalAttention, GSTRAMlp
 from videopanda.model.weights import check_weight_files
 
 if TYPE_CHECKING:
@@ -51,7 +60,7 @@ class VideoPandaOutput(ModelOutput):
     logit_positions: Tensor | None = None  # (K,) with labels: the positions whose next token carries a label
     cache: object | None = None  # the LLM's KV cache
     hidden_states: tuple[Tensor, ...] | None = None
-
+    attentions: tuple[Tensor, ...] | None = None
 
 
 def require_model_dir(directory: str | os.PathLike[str]) -> None:
@@ -61,6 +70,16 @@ def require_model_dir(directory: str | os.PathLike[str]) -> None:
             f"model directory {directory} not found (or without config.json): give a "
             "directory written by training, `videopanda convert` or save_pretrained"
         )
+
+# The STAB's parameters its constructors set to zero (the release's zero-initialised branches).
+_ZERO_INIT: dict[type[nn.Module], tuple[str, ...]] = {
+    LocalTemporalMHRA: ("pos_embed.3.weight", "pos_embed.3.bias"),
+    LocalSpatioTemporalEncoder: ("dpe.bias",),
+    GSTRAMlp: ("c_proj.weight", "c_proj.bias"),
+    GlobalSpatioTemporalAttention: ("attn.out_proj.weight", "attn.out_proj.bias"),
+    STAB: ("temporal_cls_token", "balance"),
+}
+
 
 class VideoPandaPreTrainedModel(PreTrainedModel):
     config_class = VideoPandaConfig
@@ -81,17 +100,35 @@ class VideoPandaPreTrainedModel(PreTrainedModel):
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Projector and distillation-head modules get their constructors' (torch default) init.
+        """STAB, projector and distillation-head modules get their constructors' init.
 
-        transformers calls this for weights a checkpoint lacks, e.g. a distillation head switched
-        on over a stage output without one; inside ``from_pretrained`` the torch init functions
-        skip tensors that were loaded. The STAB initialises itself in its constructor (with the
-        release's zero-initialised branches) and every checkpoint holds it; the LLM inits itself.
+        transformers calls this for weights a checkpoint lacks (e.g. a distillation head switched
+        on over a stage output without one) and for every module of a model built on the meta
+        device; inside ``from_pretrained`` the init functions skip tensors that were loaded.
+        Children come before their parents, so the STAB's zero-initialised branches and
+        parameters are set after their layers' defaults. The LLM inits itself.
         """
-        parts = [part for part in (self.projector, getattr(self, "distill_head", None)) if isinstance(part, nn.Module)]
-        reset_parameters = getattr(module, "reset_parameters", None)
-        if callable(reset_parameters) and any(module is m for part in parts for m in part.modules()):
+        parts = [getattr(self, name, None) for name in ("stab", "projector", "distill_head")]
+        if not any(module is m for part in parts if isinstance(part, nn.Module) for m in part.modules()):
+            return
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):  # torch's reset writes the buffers unguarded
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            if module.running_mean is not None and module.running_var is not None:
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+            if module.num_batches_tracked is not None:
+                init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, nn.MultiheadAttention):
+            module._reset_parameters()
+        elif callable(reset_parameters := getattr(module, "reset_parameters", None)):
             reset_parameters()
+        for name in _ZERO_INIT.get(type(module), ()):
+            init.zeros_(module.get_parameter(name))
+        if isinstance(module, STAB):
+            scale = module.balance.shape[0] ** -0.5
+            init.normal_(module.class_embedding, std=scale)
+            init.normal_(module.split_embedding, std=scale)
 
 
 class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
@@ -134,9 +171,13 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.language_model.get_output_embeddings()
 
-    def get_video_features(self, pixel_values: Tensor, chunk_lengths: Tensor) -> VideoFeatures:
-        """pixel_values (F, 4, S, S), chunk_lengths (C,) -> projected tokens (N, D) + counts."""
-        stab_out = self.stab(pixel_values.to(self.stab.patch_embedding.weight.dtype), chunk_lengths)
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.language_model.set_output_embeddings(new_embeddings)
+
+    def get_video_features(self, pixel_values_videos: Tensor, video_grid_thw: Tensor) -> VideoFeatures:
+        """pixel_values_videos (F, 4, S, S), video_grid_thw (V, 3) -> projected tokens (N, D) + counts."""
+        chunks = chunk_lengths(video_grid_thw, self.config.chunk_length)  # (C,)
+        stab_out = self.stab(pixel_values_videos.to(self.stab.patch_embedding.weight.dtype), chunks)
         return VideoFeatures(
             embeddings=self.projector(stab_out.tokens),
             tokens_per_frame=stab_out.tokens_per_frame,
@@ -166,33 +207,40 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         mask = placeholder[..., None].expand_as(embeds)
         return embeds.masked_scatter(mask, video.embeddings.to(embeds.dtype))
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        cache: Any | None = None,
+        inputs_embeds: Tensor | None = None,
         labels: Tensor | None = None,
-        pixel_values: Tensor | None = None,
-        chunk_lengths: Tensor | None = None,
+        pixel_values_videos: Tensor | None = None,
+        video_grid_thw: Tensor | None = None,
         teacher_features: Tensor | None = None,
         teacher_patches_per_frame: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-        cache: object | None = None,
         use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | list[int] | None = None,
+        logits_to_keep: int | Tensor = 0,
         **kwargs: Any,
     ) -> VideoPandaOutput:
-        """input_ids/attention_mask/labels (B, L); pixel_values (F, 4, S, S); chunk_lengths (C,).
+        """input_ids/attention_mask/labels (B, L); pixel_values_videos (F, 4, S, S); video_grid_thw (V, 3).
 
         ``teacher_features (N_t, Dt)`` with ``teacher_patches_per_frame (F,)`` add the
         distillation loss (spec 4) when the model has a distillation head.
-        ``cache`` is the LLM's KV cache (transformers 5 name of ``past_key_values``).
+        ``cache`` is the LLM's KV cache (transformers 5 name of ``past_key_values``, also accepted).
+        Frames whose placeholders are all in ``cache`` already are not run again.
         With ``labels``, logits are computed only at ``logit_positions`` (the loss is unchanged).
+        ``return_dict=False`` gives the output's non-None fields as a tuple.
         """
         video = None
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("forward needs input_ids or inputs_embeds")
-            video = self._video_features_or_none(pixel_values, chunk_lengths)
+            video = self._video_features_or_none(input_ids, pixel_values_videos, video_grid_thw, cache)
             # Before the embeddings, where a batch with video runs the STAB: ZeRO-3 gathers in the same order.
             untouched = video is None and self.stab_in_every_forward and self.training
             zero = self._touch_visual_modules() if untouched else None
@@ -200,16 +248,18 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
             if zero is not None:
                 inputs_embeds = inputs_embeds + zero
         distill = self.distill_head is not None and teacher_features is not None and video is not None
+        hidden_wanted = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         logit_positions = None
         if labels is not None:
             if input_ids is not None:
                 labels = labels.masked_fill(self.placeholder_mask(input_ids), -100)
             logit_positions, kwargs["shift_labels"] = positions_with_targets(labels)
-            kwargs["logits_to_keep"] = logit_positions
+            logits_to_keep = logit_positions
         out = self.language_model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels,
-            cache=cache, use_cache=use_cache,
-            output_hidden_states=bool(output_hidden_states or distill), **kwargs,
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, labels=labels,
+            cache=cache, use_cache=use_cache, logits_to_keep=logits_to_keep,
+            output_attentions=self.config.output_attentions if output_attentions is None else output_attentions,
+            output_hidden_states=True if distill else hidden_wanted, return_dict=True, **kwargs,
         )
         lm_loss, distill_loss = out.loss, None
         if distill and input_ids is not None and video is not None and teacher_features is not None:  # all implied
@@ -224,17 +274,23 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         return VideoPandaOutput(
             loss=loss, lm_loss=lm_loss, distill_loss=distill_loss, logits=out.logits,
             logit_positions=logit_positions, cache=out.cache,
-            hidden_states=out.hidden_states if output_hidden_states else None,
+            hidden_states=_selected_layers(out.hidden_states, hidden_wanted) if distill else out.hidden_states,
+            attentions=out.attentions,
         )
 
     def _video_features_or_none(
-        self, pixel_values: Tensor | None, chunk_lengths: Tensor | None
+        self, input_ids: Tensor, pixel_values_videos: Tensor | None, video_grid_thw: Tensor | None, cache: Any
     ) -> VideoFeatures | None:
-        if pixel_values is None or pixel_values.shape[0] == 0:
+        """The STAB's tokens for the frames, or None without frames or when they are in ``cache`` already
+        (generation continued from a cache: ``input_ids`` holds none of their placeholders)."""
+        if pixel_values_videos is None or pixel_values_videos.shape[0] == 0:
             return None
-        if chunk_lengths is None:
-            raise ValueError(f"pixel_values {tuple(pixel_values.shape)} need chunk_lengths (C,)")
-        return self.get_video_features(pixel_values, chunk_lengths)
+        cached = cache is not None and cache.get_seq_length() > 0
+        if cached and not bool(self.placeholder_mask(input_ids).any()):
+            return None
+        if video_grid_thw is None:
+            raise ValueError(f"pixel_values_videos {tuple(pixel_values_videos.shape)} need video_grid_thw (V, 3)")
+        return self.get_video_features(pixel_values_videos, video_grid_thw)
 
     def _touch_visual_modules(self) -> Tensor:
         """A zero scalar that depends on every STAB and projector parameter: one blank video chunk through both
@@ -308,30 +364,20 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         teacher_grid = cfg.teacher_image_size // cfg.teacher_patch_size
         return max(1, student_grid // teacher_grid)
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        pixel_values: Tensor | None = None,
-        chunk_lengths: Tensor | None = None,
-        **generate_kwargs: Any,
-    ) -> Tensor:
-        """Greedy (by default) generation with the LLM's KV cache; returns only the new tokens (B, T_new).
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """GenerationMixin's ``generate`` (prompt + new tokens returned, as transformers' decoder-only models);
+        the ``<image>`` token is never generated.
 
-        Batched prompts must be left-padded (the collator's ``padding_side="left"``), so every
-        row's last prompt position is the last column. The ``<image>`` token is never generated.
+        Batched prompts must be left-padded (the collator's ``padding_side="left"``). The frames
+        (``pixel_values_videos``, ``video_grid_thw``) are read in the first step; continuing from a
+        returned ``cache`` (``past_key_values``) needs the whole sequence so far, not the frames again.
         """
-        video = self._video_features_or_none(pixel_values, chunk_lengths)
-        inputs_embeds = self.embed_inputs(input_ids, video)  # (B, L, D)
+        attention_mask = kwargs.get("attention_mask")
         if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
             raise ValueError("generate needs left-padded prompts: some rows end with padding")
-        generate_kwargs.setdefault("do_sample", False)
-        if self.config.image_token_id is not None:
-            generate_kwargs.setdefault("suppress_tokens", [self.config.image_token_id])
-        return self.language_model.generate(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
-        )
+        if self.config.image_token_id is not None and "generation_config" not in kwargs:
+            kwargs.setdefault("suppress_tokens", [self.config.image_token_id])
+        return super().generate(*args, **kwargs)
 
 
 def build_videopanda(
@@ -344,6 +390,15 @@ def build_videopanda(
     tokenizer = load_tokenizer(llm)
     model = VideoPandaForCausalLM.from_llm(load_llm(llm, dtype), tokenizer, **config_kwargs)
     return model.to(dtype), tokenizer  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides the bound self
+
+
+def _selected_layers(
+    hidden_states: tuple[Tensor, ...] | None, wanted: bool | list[int] | None
+) -> tuple[Tensor, ...] | None:
+    """The hidden states a caller asked for, out of every layer's (computed for the distillation loss)."""
+    if hidden_states is None or not wanted:
+        return None
+    return hidden_states if wanted is True else tuple(hidden_states[i] for i in wanted)
 
 
 def positions_with_targets(labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -388,4 +443,5 @@ def pool_patch_grid(tokens: Tensor, grid_hw: Tensor, factor: int) -> tuple[Tenso
     return summed / factor**2, pooled_hw
 
 
+# ``registration`` imports this module when transformers' ``AutoModelForCausalLM`` is first imported.
 AutoModelForCausalLM.register(VideoPandaConfig, VideoPandaForCausalLM, exist_ok=True)

@@ -330,7 +330,7 @@ class CachedTeacher:
             raise ValueError("the teacher cache needs sample_keys in the batch (dataset with_keys=True)")
         feature_rows, patch_counts = zip(*(self.cache.get(key) for key in batch["sample_keys"]), strict=True)
         patches = torch.cat(patch_counts)
-        frames = batch.get("pixel_values")
+        frames = batch.get("pixel_values_videos")
         if frames is not None and len(patches) != len(frames):
             raise ValueError(f"the teacher cache gives {len(patches)} frames for a batch of {len(frames)}")
         device = patches.device if frames is None else frames.device

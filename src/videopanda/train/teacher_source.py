@@ -3,7 +3,7 @@
 A source is called with the collated batch and returns
 ``(teacher_features (N_t, Dt), teacher_patches_per_frame (F,))`` for the
 batch's frames in order. The live teacher needs the teacher-scale frames
-(``teacher_pixel_values``); the cache needs each sample's key (``sample_keys``).
+(``teacher_pixel_values_videos``); the cache needs each sample's key (``sample_keys``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import Tensor
 
+from videopanda.model.chunking import chunk_lengths
 from videopanda.model.configuration_videopanda import VideoPandaConfig
 from videopanda.train.config import TeacherConfig
 
@@ -33,6 +34,7 @@ class LiveTeacher:
     """Runs the frozen teacher on every batch (what the release does)."""
 
     teacher: VideoTeacher
+    chunk_length: int  # the model's (``chunking.chunk_lengths``): the teacher groups a video's chunks
     needs_frames: bool = True
     needs_keys: bool = False
 
@@ -40,10 +42,11 @@ class LiveTeacher:
     def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         from videopanda.model.teacher import teacher_patch_features
 
-        if "teacher_pixel_values" not in batch:
-            raise ValueError("the live teacher needs teacher_pixel_values in the batch (collator with_teacher=True)")
-        frames = batch["teacher_pixel_values"].to(next(self.teacher.parameters()).dtype)  # (F, 4, St, St)
-        return teacher_patch_features(self.teacher, frames, batch["chunk_lengths"])
+        if "teacher_pixel_values_videos" not in batch:
+            raise ValueError("the live teacher needs teacher_pixel_values_videos in the batch (collator "
+                             "with_teacher=True)")
+        frames = batch["teacher_pixel_values_videos"].to(next(self.teacher.parameters()).dtype)  # (F, 4, St, St)
+        return teacher_patch_features(self.teacher, frames, chunk_lengths(batch["video_grid_thw"], self.chunk_length))
 
 
 def build_teacher_source(
@@ -59,7 +62,7 @@ def build_teacher_source(
         raise ValueError("distillation needs a teacher: set teacher.path (live teacher) or teacher.cache")
     teacher = load_teacher(config.path).to(device)
     check_teacher_fits(teacher.config.hidden_size, teacher.config.image_size, model_config, config.path)
-    return LiveTeacher(teacher)
+    return LiveTeacher(teacher, model_config.chunk_length)
 
 
 def check_teacher_fits(hidden_size: int, image_size: int, model_config: VideoPandaConfig, source: str) -> None:

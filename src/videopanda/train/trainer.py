@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 # batch -> (teacher_features (N_t, Dt), teacher_patches_per_frame (F,)); consumes its own batch keys.
 TeacherFeatureFn = Callable[[dict[str, Tensor]], tuple[Tensor, Tensor]]
 LOSS_PARTS = ("lm_loss", "distill_loss")
-TEACHER_INPUT_KEYS = ("teacher_pixel_values", "sample_keys")
+TEACHER_INPUT_KEYS = ("teacher_pixel_values_videos", "sample_keys")
 
 
 class VideoPandaTrainer(Trainer):
@@ -69,7 +69,7 @@ class VideoPandaTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         teacher_inputs = {k: inputs.pop(k) for k in TEACHER_INPUT_KEYS if k in inputs}
-        if self.teacher_features is not None and "pixel_values" in inputs:
+        if self.teacher_features is not None and "pixel_values_videos" in inputs:
             features, patches = self.teacher_features({**inputs, **teacher_inputs})
             inputs["teacher_features"], inputs["teacher_patches_per_frame"] = features, patches
         outputs = model(**inputs)
