@@ -97,8 +97,9 @@ def test_loss_on_kept_logits_equals_the_loss_on_all_logits(tiny, mixed_batch):
 
 def test_video_features_match_the_placeholders(tiny, mixed_batch):
     model, _ = tiny
-    features, counts, grid_hw = model.get_video_features(mixed_batch["pixel_values_videos"],
-                                                        mixed_batch["video_grid_thw"])
+    video = model.get_video_features(mixed_batch["pixel_values_videos"], mixed_batch["video_grid_thw"])
+    features, counts, grid_hw = video.pooler_output, video.tokens_per_frame, video.grid_hw
+    assert video.last_hidden_state.shape == (16, int(counts.max()), model.config.stab_hidden_size)
     assert features.shape == (int(counts.sum()), model.config.llm_hidden_size)
     assert int(counts.sum()) == int((mixed_batch["input_ids"] == model.config.image_token_id).sum())
     assert grid_hw[0].tolist() == [2, 4] and grid_hw[8].tolist() == [4, 2]  # wide, then tall

@@ -81,7 +81,7 @@ def video_batch(model, seed=0):
     """input_ids (1, L) with a video's placeholders between text tokens, and its frames."""
     visuals = preprocess_frames(moving_square_frames(8, 64, 128, seed=seed), image_size=112, teacher_image_size=56)
     grid = torch.tensor([[8, 8, 8]])
-    _, counts, _ = model.get_video_features(visuals.pixel_values, grid)
+    counts = model.get_video_features(visuals.pixel_values, grid).tokens_per_frame
     placeholders = torch.full((int(counts.sum()),), model.config.image_token_id)
     input_ids = torch.cat([torch.tensor([1, 5, 6]), placeholders, torch.tensor([7, 8, 9])])[None]
     return {"input_ids": input_ids, "pixel_values_videos": visuals.pixel_values, "video_grid_thw": grid}

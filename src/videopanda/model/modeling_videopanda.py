@@ -22,7 +22,7 @@ import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -45,10 +45,19 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
 
 
-class VideoFeatures(NamedTuple):
-    embeddings: Tensor  # (N, D) projected STAB tokens, frames in order
-    tokens_per_frame: Tensor  # (F,) long
-    grid_hw: Tensor  # (F, 2) long: each frame's LSD grid after cropping
+@dataclass
+class VideoFeatures(ModelOutput):
+    """The STAB and projector's output for a batch's frames, in transformers' ``get_video_features`` form.
+
+    last_hidden_state (F, T, d): each frame's STAB tokens, zero-padded to the longest frame's T tokens;
+    pooler_output (N, D): every frame's projected tokens in order, what the placeholder positions receive;
+    tokens_per_frame (F,) long; grid_hw (F, 2) long: each frame's LSD grid after cropping.
+    """
+
+    last_hidden_state: Tensor | None = None
+    pooler_output: Tensor | None = None
+    tokens_per_frame: Tensor | None = None
+    grid_hw: Tensor | None = None
 
 
 @dataclass
@@ -174,12 +183,17 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.language_model.set_output_embeddings(new_embeddings)
 
-    def get_video_features(self, pixel_values_videos: Tensor, video_grid_thw: Tensor) -> VideoFeatures:
-        """pixel_values_videos (F, 4, S, S), video_grid_thw (V, 3) -> projected tokens (N, D) + counts."""
+    @can_return_tuple
+    def get_video_features(self, pixel_values_videos: Tensor, video_grid_thw: Tensor, **kwargs: Any) -> VideoFeatures:
+        """pixel_values_videos (F, 4, S, S), video_grid_thw (V, 3) -> ``VideoFeatures``: the projected tokens
+        (N, D) as ``pooler_output``. The STAB has no layers to report: ``output_hidden_states`` and
+        ``output_attentions`` give nothing more."""
         chunks = chunk_lengths(video_grid_thw, self.config.chunk_length)  # (C,)
         stab_out = self.stab(pixel_values_videos.to(self.stab.patch_embedding.weight.dtype), chunks)
+        per_frame = stab_out.tokens.split(stab_out.tokens_per_frame.tolist())
         return VideoFeatures(
-            embeddings=self.projector(stab_out.tokens),
+            last_hidden_state=nn.utils.rnn.pad_sequence(list(per_frame), batch_first=True),  # (F, T, d)
+            pooler_output=self.projector(stab_out.tokens),  # (N, D)
             tokens_per_frame=stab_out.tokens_per_frame,
             grid_hw=stab_out.grid_hw,
         )
@@ -191,21 +205,24 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         return input_ids == self.config.image_token_id
 
     def embed_inputs(self, input_ids: Tensor, video: VideoFeatures | None) -> Tensor:
-        """Token embeddings with each placeholder position replaced by its visual token: (B, L, D)."""
+        """Token embeddings with each placeholder position replaced by its visual token: (B, L, D).
+
+        Without frames (``video`` None) a placeholder is an ordinary token, as in transformers' LLaVA.
+        """
         placeholder = self.placeholder_mask(input_ids)  # (B, L)
-        safe_ids = input_ids.masked_fill(placeholder, 0)  # the placeholder row is never read
-        embeds = self.get_input_embeddings()(safe_ids)
-        num_visual = 0 if video is None else video.embeddings.shape[0]
+        # With frames the placeholder row is never read; without, a placeholder reads its own row.
+        embeds = self.get_input_embeddings()(input_ids if video is None else input_ids.masked_fill(placeholder, 0))
+        tokens = None if video is None else video.pooler_output  # (N, D)
+        if tokens is None:
+            return embeds
         num_positions = int(placeholder.sum())
-        if num_positions != num_visual:
+        if num_positions != tokens.shape[0]:
             raise ValueError(
-                f"the prompt holds {num_positions} image placeholder positions but the frames give {num_visual} "
+                f"the prompt holds {num_positions} image placeholder positions but the frames give {tokens.shape[0]} "
                 "visual tokens: expand each frame's <image> with the processor"
             )
-        if video is None:
-            return embeds
         mask = placeholder[..., None].expand_as(embeds)
-        return embeds.masked_scatter(mask, video.embeddings.to(embeds.dtype))
+        return embeds.masked_scatter(mask, tokens.to(embeds.dtype))
 
     @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
@@ -262,7 +279,8 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
             output_hidden_states=True if distill else hidden_wanted, return_dict=True, **kwargs,
         )
         lm_loss, distill_loss = out.loss, None
-        if distill and input_ids is not None and video is not None and teacher_features is not None:  # all implied
+        if distill and input_ids is not None and video is not None and video.grid_hw is not None \
+                and teacher_features is not None:  # all implied
             if teacher_patches_per_frame is None:
                 raise ValueError("teacher_features need teacher_patches_per_frame (F,) to tell the frames apart")
             placeholder = self.placeholder_mask(input_ids)  # (B, L)
