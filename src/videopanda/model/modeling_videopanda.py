@@ -114,8 +114,9 @@ class VideoPandaPreTrainedModel(PreTrainedModel):
         transformers calls this for weights a checkpoint lacks (e.g. a distillation head switched
         on over a stage output without one) and for every module of a model built on the meta
         device; inside ``from_pretrained`` the init functions skip tensors that were loaded.
-        Children come before their parents, so the STAB's zero-initialised branches and
-        parameters are set after their layers' defaults. The LLM inits itself.
+        transformers skips modules without parameters of their own (the STAB's containers), so the
+        zero-initialised branches are zeroed on their leaf layers, after the layers' defaults.
+        The LLM inits itself.
         """
         parts = [getattr(self, name, None) for name in ("stab", "projector", "distill_head")]
         if not any(module is m for part in parts if isinstance(part, nn.Module) for m in part.modules()):
@@ -132,12 +133,20 @@ class VideoPandaPreTrainedModel(PreTrainedModel):
             module._reset_parameters()
         elif callable(reset_parameters := getattr(module, "reset_parameters", None)):
             reset_parameters()
-        for name in _ZERO_INIT.get(type(module), ()):
-            init.zeros_(module.get_parameter(name))
+        zero = self._zero_initialised_parameters()
+        for param in module.parameters(recurse=False):
+            if id(param) in zero:
+                init.zeros_(param)
         if isinstance(module, STAB):
             scale = module.balance.shape[0] ** -0.5
             init.normal_(module.class_embedding, std=scale)
             init.normal_(module.split_embedding, std=scale)
+
+    def _zero_initialised_parameters(self) -> set[int]:
+        """The ids of the STAB's parameters its constructors set to zero (``_ZERO_INIT``)."""
+        stab = getattr(self, "stab", None)
+        owners = stab.modules() if isinstance(stab, nn.Module) else ()
+        return {id(owner.get_parameter(name)) for owner in owners for name in _ZERO_INIT.get(type(owner), ())}
 
 
 class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
@@ -146,6 +155,9 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
     def __init__(self, config: VideoPandaConfig, language_model: PreTrainedModel | None = None) -> None:
         super().__init__(config)
         self.stab = STAB(config)
+        if not self.stab.patch_embedding.weight.is_meta:  # its constructor initialised it: post_init keeps that draw
+            for module in self.stab.modules():
+                module._is_hf_initialized = True  # type: ignore[assignment]  # transformers reads it
         self.projector = build_projector(config.stab_hidden_size, config.llm_hidden_size)
         self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
         self.distill_head = DistillationHead(config) if config.use_distillation else None

@@ -43,6 +43,10 @@ class _ThenRegister:
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self.loader.create_module(spec)
 
+    def __getattr__(self, name: str) -> Any:
+        """The rest of the loader's interface (``get_code`` for runpy, resource readers, ...) is the module's own."""
+        return getattr(self.loader, name)
+
     def exec_module(self, module: ModuleType) -> None:
         _loading.append(self.name)
         try:
