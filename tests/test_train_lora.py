@@ -79,7 +79,7 @@ def test_merged_model_answers_exactly_as_the_unmerged_one(world, lora_run, make_
 
     config = GenerationConfig(max_new_tokens=8, batch_size=2)
     merged_predictor = VideoPandaPredictor.from_pretrained(lora_run, config)
-    unmerged_predictor = VideoPandaPredictor(unmerged, VideoPandaProcessor(tokenizer, unmerged.config,
+    unmerged_predictor = VideoPandaPredictor(unmerged, VideoPandaProcessor.for_model(tokenizer, unmerged.config,
                                                                            template=merged_predictor.template), config)
     videos = [merged_predictor.load_video(make_video(f"q{i}.mp4", seed=i)) for i in range(2)]
     questions = ["What moves?", "Describe the video."]

@@ -169,7 +169,8 @@ def build_dataset(
         raise ValueError("data.annotation_files is empty: give one or more Video-LLaVA JSON files")
     fraction = rule.data_fraction if data.fraction is None else data.fraction
     items = load_annotations(data.annotation_files, fraction=fraction, seed=config.seed, max_samples=data.max_samples)
-    processor = VideoPandaProcessor(tokenizer, model.config, template=data.template, max_length=data.max_length)
+    processor = VideoPandaProcessor.for_model(tokenizer, model.config, template=data.template,
+                                              max_length=data.max_length)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     logger.info("stage %s: %d samples (%.0f%% of %s)", rule.name, len(items), 100 * fraction, data.annotation_files)
     return VideoLLaVADataset(
