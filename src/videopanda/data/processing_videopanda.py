@@ -14,25 +14,24 @@ Shapes: ``L`` tokens, ``F`` frames (8 per video, 1 per image), ``C`` chunks.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from transformers import AutoProcessor, AutoVideoProcessor, PreTrainedTokenizerBase
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
+from transformers.processing_utils import ProcessorMixin
 from transformers.utils import is_torchvision_available
 
 from videopanda.data.collator import IGNORE_INDEX, VideoPandaCollator
 from videopanda.data.conversation import ConversationError, Segment, Turn, get_template
 from videopanda.data.transform import VisualInputs
-from videopanda.data.video_processing_videopanda import VideoPandaVideoProcessor, VideoPandaVideoProcessorKwargs
+from videopanda.data.video_processing_videopanda import VideoPandaProcessorKwargs, VideoPandaVideoProcessor
 from videopanda.limits import check_text_chars, longest_token_chars, max_text_chars
 from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig, image_token_id
-
 
 VIDEO_MARKER = "<video>"
 _MARKER = re.compile(f"{re.escape(VIDEO_MARKER)}|{re.escape(IMAGE_TOKEN)}")
@@ -59,13 +58,6 @@ class EncodedSample:
     sample_key: str | None = None  # the media (and clip) this sample shows: the teacher cache's key
 
 
-class VideoPandaProcessorKwargs(ProcessingKwargs, total=False):
-    """The kwargs ``VideoPandaProcessor.__call__`` routes to its tokenizer and video processor."""
-
-    videos_kwargs: VideoPandaVideoProcessorKwargs  # type: ignore[misc]  # transformers' pattern: a narrower TypedDict
-    _defaults = {"text_kwargs": {"padding": False}, "videos_kwargs": {}}  # type: ignore[misc]
-
-
 def decode_text(tokenizer: PreTrainedTokenizerBase, token_ids: Tensor | list[int], skip_special_tokens: bool) -> str:
     """One sequence of token ids -> its text (``tokenizer.decode`` of a batch would give a list)."""
     text = tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens)
@@ -86,7 +78,7 @@ class VideoPandaProcessor(ProcessorMixin):
     context (prompts must fit it; None: unchecked).
     """
 
-    valid_processor_kwargs = VideoPandaProcessorKwargs
+    valid_processor_kwargs = VideoPandaProcessorKwargs  # type: ignore[assignment]  # a ProcessingKwargs subclass
 
     def __init__(
         self,
@@ -187,7 +179,7 @@ class VideoPandaProcessor(ProcessorMixin):
         if text is None:
             raise ValueError("VideoPandaProcessor needs text (with one <video> marker per video)")
         texts = [text] if isinstance(text, str) else list(text)
-        output_kwargs = self._merge_kwargs(VideoPandaProcessorKwargs, self.tokenizer.init_kwargs, **kwargs)
+        output_kwargs = self._merge_kwargs(tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
         return_tensors = output_kwargs["text_kwargs"].pop("return_tensors", None) or "pt"
         video_inputs: dict[str, Tensor] = {}
         if videos is not None:
@@ -201,7 +193,7 @@ class VideoPandaProcessor(ProcessorMixin):
         for sample in texts:
             count = len(_MARKER.findall(sample))
             used = frames[video : video + count]
-            expanded = _MARKER.sub(lambda _, it=iter(used): IMAGE_TOKEN * next(it), sample)
+            expanded = _frames_for_markers(sample, used)
             ids = self.tokenizer(expanded, add_special_tokens=self.conversation_template.add_special_tokens)
             pixels = video_inputs["pixel_values_videos"][pixel_offset : pixel_offset + sum(used)] if used else None
             rows.append(self._expand(torch.tensor(ids["input_ids"], dtype=torch.long), pixels))
@@ -369,6 +361,12 @@ class VideoPandaProcessor(ProcessorMixin):
         if bool((labels == IGNORE_INDEX).all()):
             raise SampleTooLongError(f"cutting {len(input_ids)} tokens to max_length={self.max_length} leaves no reply")
         return input_ids[: self.max_length], labels
+
+
+def _frames_for_markers(text: str, frames: list[int]) -> str:
+    """Each ``<video>``/``<image>`` marker of ``text`` -> one ``<image>`` per frame of its video (in order)."""
+    counts = iter(frames)
+    return _MARKER.sub(lambda _: IMAGE_TOKEN * next(counts), text)
 
 
 def _user_text(turns: Sequence[Turn]) -> list[Turn]:

@@ -10,13 +10,13 @@ their canvases with this one rule, whatever the student's patch size (14 px in t
 7 px: still 14, since the teacher's patches must stay whole).
 
 A video is padded with all-zero frames (mask 0) to ``num_frames`` and to whole chunks of
-``chunk_length`` frames; an image is a one-frame video (a one-frame input to ``__call__`` is an image). Each frame costs ``1 + h * (w + 1)`` tokens, ``(h,
-w)`` its LSD grid after the STAB's crop rule (``model.stab.frame_grid_hw``).
+``chunk_length`` frames; an image is a one-frame video (so is a one-frame input to ``__call__``).
+Each frame costs ``1 + h * (w + 1)`` tokens, ``(h, w)`` its LSD grid after the STAB's crop rule
+(``model.stab.frame_grid_hw``).
 
 Shapes: T frames in, F frames out, H x W source size, S = image_size, St = teacher_image_size.
+(No ``from __future__ import annotations`` here: transformers reads the kwargs TypedDicts' annotations.)
 """
-
-from __future__ import annotations
 
 import math
 from collections.abc import Sequence
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import VideosKwargs
+from transformers.processing_utils import ProcessingKwargs, VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 
 from videopanda.data.transform import CLIP_MEAN, CLIP_STD, VisualInputs, preprocess_frames
@@ -46,6 +46,13 @@ class VideoPandaVideoProcessorKwargs(VideosKwargs, total=False):
     return_teacher: bool  # also return ``teacher_pixel_values_videos (F, 4, St, St)``
 
 
+class VideoPandaProcessorKwargs(ProcessingKwargs, total=False):
+    """The kwargs ``VideoPandaProcessor.__call__`` routes to its tokenizer and video processor."""
+
+    videos_kwargs: VideoPandaVideoProcessorKwargs  # type: ignore[misc]  # transformers' pattern: a narrower TypedDict
+    _defaults = {"text_kwargs": {"padding": False}, "videos_kwargs": {}}  # type: ignore[misc]
+
+
 class VideoPandaVideoProcessor(BaseVideoProcessor):
     """Videos (and images, as one-frame videos) -> ``pixel_values_videos (F, 4, S, S)``, ``video_grid_thw (V, 3)``.
 
@@ -54,7 +61,7 @@ class VideoPandaVideoProcessor(BaseVideoProcessor):
     picks ``num_frames`` (or ``fps``) frames first.
     """
 
-    valid_kwargs = VideoPandaVideoProcessorKwargs
+    valid_kwargs = VideoPandaVideoProcessorKwargs  # type: ignore[assignment]  # transformers types it as ImagesKwargs
     model_input_names = ["pixel_values_videos", "video_grid_thw"]
     image_mean = list(CLIP_MEAN)
     image_std = list(CLIP_STD)
@@ -78,7 +85,7 @@ class VideoPandaVideoProcessor(BaseVideoProcessor):
         self.canvas_unit  # noqa: B018  # a geometry that has no unit fails here, at construction
 
     @classmethod
-    def from_model_config(cls, config) -> VideoPandaVideoProcessor:
+    def from_model_config(cls, config) -> "VideoPandaVideoProcessor":
         """The video processor of a ``VideoPandaConfig`` (its frames, sizes, patches, LSD, crop and chunks)."""
         return cls(**{name: getattr(config, name) for name in GEOMETRY_FIELDS})
 
@@ -114,10 +121,11 @@ class VideoPandaVideoProcessor(BaseVideoProcessor):
         ``with_teacher``: the teacher's canvases too."""
         if is_image and len(frames) != 1:
             raise ValueError(f"an image is one frame, got {len(frames)}")
+        total = None if is_image else self.frames_per_video(len(frames), num_frames)
         return preprocess_frames(
             frames, image_size=self.image_size, teacher_image_size=self.teacher_image_size,
-            patch_size=self.canvas_unit, num_frames=None if is_image else self.frames_per_video(len(frames), num_frames),
-            with_teacher=with_teacher, mean=tuple(_per_channel(self.image_mean)), std=tuple(_per_channel(self.image_std)),
+            patch_size=self.canvas_unit, num_frames=total, with_teacher=with_teacher,
+            mean=tuple(_per_channel(self.image_mean)), std=tuple(_per_channel(self.image_std)),
         )
 
     def preprocess_image(self, image: np.ndarray, with_teacher: bool = False) -> VisualInputs:
@@ -147,7 +155,9 @@ class VideoPandaVideoProcessor(BaseVideoProcessor):
         """Each video -> (T, H, W, 3) uint8 (the canvas works on uint8, as the release's PIL resize does)."""
         return [_as_rgb_uint8(video, input_data_format, do_convert_rgb) for video in videos]
 
-    def _preprocess(self, videos: list[Tensor], return_tensors=None, **kwargs) -> BatchFeature:
+    def _preprocess(  # type: ignore[override]  # the geometry comes from this processor, not resize/crop kwargs
+        self, videos: list[Tensor], return_tensors=None, **kwargs
+    ) -> BatchFeature:
         """Canvases of every video, concatenated frame-wise, and each video's grid."""
         processor = self._with_overrides(kwargs)
         sampled = bool(kwargs.get("do_sample_frames"))
@@ -163,11 +173,11 @@ class VideoPandaVideoProcessor(BaseVideoProcessor):
             data["teacher_pixel_values_videos"] = torch.cat([_teacher(v) for v in inputs])  # (F, 4, St, St)
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _validate_preprocess_kwargs(self, **kwargs) -> None:
+    def _validate_preprocess_kwargs(self, **kwargs) -> None:  # type: ignore[override]  # forwards them all
         """transformers' checks, but the resize target is ``image_size`` (a canvas), not ``size``."""
         super()._validate_preprocess_kwargs(**{**kwargs, "do_resize": False})
 
-    def _with_overrides(self, kwargs: dict) -> VideoPandaVideoProcessor:
+    def _with_overrides(self, kwargs: dict) -> "VideoPandaVideoProcessor":
         """This processor, or a copy with the call's geometry and normalisation overrides."""
         names = [*GEOMETRY_FIELDS, "image_mean", "image_std"]
         overrides = {name: kwargs[name] for name in names if kwargs.get(name) is not None}
