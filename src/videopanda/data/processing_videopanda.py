@@ -27,7 +27,7 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.utils import is_torchvision_available
 
 from videopanda.data.collator import IGNORE_INDEX, VideoPandaCollator
-from videopanda.data.conversation import ConversationError, Segment, Turn, get_template
+from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, ConversationError, Segment, Turn, get_template
 from videopanda.data.transform import VisualInputs
 from videopanda.data.video_processing_videopanda import VideoPandaProcessorKwargs, VideoPandaVideoProcessor
 from videopanda.limits import check_text_chars, longest_token_chars, max_text_chars
@@ -193,16 +193,30 @@ class VideoPandaProcessor(ProcessorMixin):
         for sample in texts:
             count = len(_MARKER.findall(sample))
             used = frames[video : video + count]
-            expanded = _frames_for_markers(sample, used)
-            ids = self.tokenizer(expanded, add_special_tokens=self.conversation_template.add_special_tokens)
+            ids = self.tokenizer(_frames_for_markers(sample, used),
+                                 add_special_tokens=self.conversation_template.add_special_tokens)["input_ids"]
             pixels = video_inputs["pixel_values_videos"][pixel_offset : pixel_offset + sum(used)] if used else None
-            rows.append(self._expand(torch.tensor(ids["input_ids"], dtype=torch.long), pixels))
+            rows.append(self._expand(torch.tensor(ids, dtype=torch.long), pixels).tolist())
             pixel_offset, video = pixel_offset + sum(used), video + count
-        padding_side = output_kwargs["text_kwargs"].get("padding_side") or self.tokenizer.padding_side
-        collator = VideoPandaCollator(self.tokenizer.pad_token_id, padding_side=padding_side)
-        batch = collator([EncodedSample(row, None) for row in rows])
-        data = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **video_inputs}
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        text_inputs = self._pad(rows, output_kwargs["text_kwargs"])
+        return BatchFeature(data={**text_inputs, **video_inputs}, tensor_type=return_tensors)
+
+    def _pad(self, rows: list[list[int]], text_kwargs: dict) -> dict:
+        """Expanded rows -> ``input_ids``/``attention_mask``, truncated (text only) and padded as the tokenizer
+        kwargs ask (``padding``, ``max_length``, ``truncation``, ``padding_side``; default: to the longest)."""
+        max_length = text_kwargs.get("max_length")
+        if text_kwargs.get("truncation") and max_length is not None:
+            for row in rows:
+                if self.image_token_id in row[max_length:]:
+                    raise SampleTooLongError(f"truncating to max_length={max_length} would cut visual tokens")
+            rows = [row[:max_length] for row in rows]
+        padding = text_kwargs.get("padding")
+        padded = self.tokenizer.pad(
+            {"input_ids": rows}, padding=True if padding in (None, False) and len(rows) > 1 else (padding or False),
+            max_length=max_length, padding_side=text_kwargs.get("padding_side"),
+            return_attention_mask=text_kwargs.get("return_attention_mask", True),
+        )
+        return dict(padded)
 
     @staticmethod
     def _frames_per_video(video_inputs: dict[str, Tensor]) -> list[int]:
@@ -384,13 +398,15 @@ def _with_marker(turns: list[Turn], visual_turn: int | None) -> list[Turn]:
 
 
 def save_model_processor(
-    directory: str | Path, tokenizer: PreTrainedTokenizerBase, config: VideoPandaConfig, template: str
+    directory: str | Path, tokenizer: PreTrainedTokenizerBase, config: VideoPandaConfig, template: str | None = None
 ) -> VideoPandaProcessor:
     """Write a model directory's processor files (tokenizer, ``video_preprocessor_config.json``,
     ``processor_config.json``, ``chat_template.jinja``): ``AutoProcessor.from_pretrained(directory)`` loads them.
 
-    ``template``: the template the model is prompted with (its inference form, ``inference_template``).
+    ``template``: the template the model is prompted with (default: the config's ``prompt_template``, else the
+    release's inference form).
     """
+    template = template or getattr(config, "prompt_template", None) or RELEASE_INFERENCE_TEMPLATE
     processor = VideoPandaProcessor.for_model(tokenizer, config, template=template)
     processor.save_pretrained(str(directory))
     return processor

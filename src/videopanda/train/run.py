@@ -25,7 +25,7 @@ from videopanda.config import ConfigError, save_config, to_dict
 from videopanda.data.collator import VideoPandaCollator
 from videopanda.data.conversation import inference_template
 from videopanda.data.dataset import VideoLLaVADataset, load_annotations
-from videopanda.data.processing_videopanda import VideoPandaProcessor
+from videopanda.data.processing_videopanda import VideoPandaProcessor, save_model_processor
 from videopanda.files import atomic_write_text
 from videopanda.limits import LimitError, check_num_frames
 from videopanda.model.directory import ModelDirKind, model_dir_kind
@@ -334,6 +334,8 @@ def train_stage(config: TrainConfig) -> Path:
     if setup.trainer.is_world_process_zero():
         if lora:
             save_lora_output(setup.model, setup.tokenizer, config.model, config.output_dir)
+        else:
+            save_model_processor(config.output_dir, setup.tokenizer, setup.model.config)
         save_config(setup.config, Path(config.output_dir) / CONFIG_NAME)  # precision as resolved
         if lora and config.merge_lora:
             merge_lora_output(config.output_dir)
