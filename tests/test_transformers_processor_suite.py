@@ -14,7 +14,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from transformers_processor_test_exceptions import EXCEPTIONS
 from transformers_sdist import transformers_tests_root
 

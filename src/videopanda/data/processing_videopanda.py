@@ -73,9 +73,10 @@ class VideoPandaProcessor(ProcessorMixin):
     geometry), saved to and loaded from a model directory (``save_pretrained``, ``AutoProcessor``).
     ``template``: a name from ``conversation.TEMPLATES`` (``vicuna_v1``, the release; ``vicuna_v1_eval``, its
     evaluation system line; ``chat_template``, the tokenizer's own); ``chat_template`` (Jinja) is generated
-    from it unless given. ``max_length``: samples longer than this are cut at the end if only text is lost; a
-    cut through visual tokens raises ``SampleTooLongError`` (None: no limit). ``context_length``: the LLM's
-    context (prompts must fit it; None: unchecked).
+    from it unless given. ``sample_max_length`` (the training config's ``max_length``; transformers'
+    ``max_length`` is a call's tokenizer kwarg): samples longer than this are cut at the end if only text is
+    lost; a cut through visual tokens raises ``SampleTooLongError`` (None: no limit). ``context_length``: the
+    LLM's context (prompts must fit it; None: unchecked).
     """
 
     valid_processor_kwargs = VideoPandaProcessorKwargs  # type: ignore[assignment]  # a ProcessingKwargs subclass
@@ -87,7 +88,7 @@ class VideoPandaProcessor(ProcessorMixin):
         chat_template: str | None = None,
         template: str = "vicuna_v1",
         system: str | None = None,
-        max_length: int | None = None,
+        sample_max_length: int | None = None,
         context_length: int | None = None,
         **kwargs,
     ) -> None:
@@ -97,11 +98,10 @@ class VideoPandaProcessor(ProcessorMixin):
             raise ValueError(f"tokenizer {tokenizer.name_or_path!r} must be a fast tokenizer (offsets label the text)")
         self.template = template
         self.system = system
-        self.max_length = max_length
+        self.sample_max_length = sample_max_length
         self.context_length = context_length
         self.conversation_template = get_template(template, system)
-        self.image_token = IMAGE_TOKEN
-        self.video_token = VIDEO_MARKER
+        self.video_token = VIDEO_MARKER  # an image is a one-frame video; <image> is the per-frame placeholder
         self.image_token_id = image_token_id(tokenizer)
         if chat_template is None:
             chat_template = self.conversation_template.jinja(tokenizer)
@@ -114,7 +114,7 @@ class VideoPandaProcessor(ProcessorMixin):
     ) -> VideoPandaProcessor:
         """The processor of a model: its config's geometry and context, the tokenizer's ``<image>`` checked."""
         processor = cls(VideoPandaVideoProcessor.from_model_config(config), tokenizer, template=template,
-                        system=system, max_length=max_length,
+                        system=system, sample_max_length=max_length,
                         context_length=getattr(config.text_config, "max_position_embeddings", None))
         if config.image_token_id is not None and config.image_token_id != processor.image_token_id:
             raise ValueError(
@@ -167,15 +167,13 @@ class VideoPandaProcessor(ProcessorMixin):
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw"]
 
-    def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs) -> BatchFeature:
+    def __call__(self, text=None, videos=None, **kwargs) -> BatchFeature:
         """Rendered prompts (``apply_chat_template``) + their videos -> ``input_ids (B, L)``, ``attention_mask
         (B, L)`` (padded on the tokenizer's side), ``pixel_values_videos (F, 4, S, S)``, ``video_grid_thw (V, 3)``.
 
         Each ``<video>`` (or ``<image>``) marker takes the next video and becomes one ``<image>`` per frame,
         each expanded to its frame's token count; the marker's count must match the videos given.
         """
-        if images is not None or audio is not None:
-            raise ValueError("VideoPandaProcessor takes videos (an image is a one-frame video), not images or audio")
         if text is None:
             raise ValueError("VideoPandaProcessor needs text (with one <video> marker per video)")
         texts = [text] if isinstance(text, str) else list(text)
@@ -246,8 +244,10 @@ class VideoPandaProcessor(ProcessorMixin):
         segments = self.conversation_template.segments(turns, self.tokenizer, add_generation_prompt=True)
         input_ids, _ = self._tokenize(segments)
         sample = self._with_visuals(input_ids, None, visuals)
-        if self.max_length is not None and len(sample.input_ids) > self.max_length:
-            raise SampleTooLongError(f"prompt of {len(sample.input_ids)} tokens exceeds max_length={self.max_length}")
+        if self.sample_max_length is not None and len(sample.input_ids) > self.sample_max_length:
+            raise SampleTooLongError(
+                f"prompt of {len(sample.input_ids)} tokens exceeds max_length={self.sample_max_length}"
+            )
         context = self.context_length
         if context is not None and len(sample.input_ids) >= context:
             raise SampleTooLongError(f"prompt of {len(sample.input_ids)} tokens (video included) does not fit the "
@@ -363,18 +363,20 @@ class VideoPandaProcessor(ProcessorMixin):
 
     def _fit_length(self, input_ids: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Cut text-only overflow at the end; reject a cut through visual tokens or one leaving nothing to learn."""
-        if self.max_length is None or len(input_ids) <= self.max_length:
+        if self.sample_max_length is None or len(input_ids) <= self.sample_max_length:
             return input_ids, labels
         visual = (input_ids == self.image_token_id).nonzero()
-        if len(visual) and int(visual.max()) >= self.max_length:
+        if len(visual) and int(visual.max()) >= self.sample_max_length:
             raise SampleTooLongError(
                 f"{len(input_ids)} tokens with visual tokens up to position {int(visual.max())} "
-                f"exceed max_length={self.max_length}"
+                f"exceed max_length={self.sample_max_length}"
             )
-        labels = labels[: self.max_length]
+        labels = labels[: self.sample_max_length]
         if bool((labels == IGNORE_INDEX).all()):
-            raise SampleTooLongError(f"cutting {len(input_ids)} tokens to max_length={self.max_length} leaves no reply")
-        return input_ids[: self.max_length], labels
+            raise SampleTooLongError(
+                f"cutting {len(input_ids)} tokens to max_length={self.sample_max_length} leaves no reply"
+            )
+        return input_ids[: self.sample_max_length], labels
 
 
 def _frames_for_markers(text: str, frames: list[int]) -> str:

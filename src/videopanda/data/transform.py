@@ -65,11 +65,13 @@ def scaled(geometry: CanvasGeometry, factor: int) -> CanvasGeometry:
 
 
 def to_canvas(
-    frames: Tensor, geometry: CanvasGeometry, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD
+    frames: Tensor, geometry: CanvasGeometry, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD,
+    scale: float = 1 / 255, normalize: bool = True,
 ) -> Tensor:
-    """frames (T, 3, H, W) uint8 -> (T, 4, S, S) float32: RGB normalised by ``mean``/``std`` + validity mask.
+    """frames (T, 3, H, W) uint8 -> (T, 4, S, S) float32: RGB ``(x * scale - mean) / std`` + validity mask.
 
     Padding pixels take the mean colour, ``int(255 * mean)`` per channel: they normalise to about 0.
+    ``normalize=False``: ``x * scale`` alone.
     """
     # uint8 in, uint8 out: torch's integer path rounds each pass like PIL (within one level)
     # and, on channels-last frames, runs about 15x faster than the float path.
@@ -81,8 +83,10 @@ def to_canvas(
     pad_colour = torch.tensor([int(255 * m) for m in mean], dtype=torch.uint8)
     rgb.copy_(pad_colour.view(1, 3, 1, 1).expand_as(rgb))
     rgb[:, :, rows, cols] = resized
-    std_ = torch.tensor(std).view(1, 3, 1, 1)
-    rgb.mul_(1 / (255 * std_)).sub_(torch.tensor(mean).view(1, 3, 1, 1) / std_)  # (x / 255 - mean) / std
+    mean_ = torch.tensor(mean if normalize else (0.0,) * 3).view(1, 3, 1, 1)
+    std_ = torch.tensor(std if normalize else (1.0,) * 3).view(1, 3, 1, 1)
+    divisor = 255 * std_ if scale == 1 / 255 else std_ / scale  # the release's exact arithmetic at 1/255
+    rgb.mul_(1 / divisor).sub_(mean_ / std_)  # (x * scale - mean) / std
     mask.zero_()
     mask[:, rows, cols] = 1
     return canvas
@@ -100,6 +104,8 @@ def preprocess_frames(
     with_teacher: bool = True,
     mean: tuple[float, ...] = CLIP_MEAN,
     std: tuple[float, ...] = CLIP_STD,
+    scale: float = 1 / 255,
+    normalize: bool = True,
 ) -> VisualInputs:
     """frames (T, H, W, 3) uint8 -> VisualInputs, padded with all-zero frames to ``num_frames``.
 
@@ -120,8 +126,8 @@ def preprocess_frames(
     frames = np.require(frames, requirements=("C", "W"))  # torch needs a writable array
     video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8, channels-last
     geometry = teacher_geometry(video.shape[2], video.shape[3], teacher_image_size, patch_size)
-    student = to_canvas(video, scaled(geometry, image_size // teacher_image_size), mean, std)
-    teacher = to_canvas(video, geometry, mean, std) if with_teacher else None
+    student = to_canvas(video, scaled(geometry, image_size // teacher_image_size), mean, std, scale, normalize)
+    teacher = to_canvas(video, geometry, mean, std, scale, normalize) if with_teacher else None
     if train and torch.rand((), generator=generator) < 0.5:  # flip the canvas: image and mask alike
         student = student.flip(-1)
         teacher = None if teacher is None else teacher.flip(-1)

@@ -126,6 +126,7 @@ class VideoPandaVideoProcessor(BaseVideoProcessor):
             frames, image_size=self.image_size, teacher_image_size=self.teacher_image_size,
             patch_size=self.canvas_unit, num_frames=total, with_teacher=with_teacher,
             mean=tuple(_per_channel(self.image_mean)), std=tuple(_per_channel(self.image_std)),
+            scale=self.rescale_factor if self.do_rescale else 1.0, normalize=bool(self.do_normalize),
         )
 
     def preprocess_image(self, image: np.ndarray, with_teacher: bool = False) -> VisualInputs:
@@ -179,15 +180,22 @@ class VideoPandaVideoProcessor(BaseVideoProcessor):
 
     def _with_overrides(self, kwargs: dict) -> "VideoPandaVideoProcessor":
         """This processor, or a copy with the call's geometry and normalisation overrides."""
-        names = [*GEOMETRY_FIELDS, "image_mean", "image_std"]
+        names = [*GEOMETRY_FIELDS, "image_mean", "image_std", "do_rescale", "rescale_factor", "do_normalize"]
         overrides = {name: kwargs[name] for name in names if kwargs.get(name) is not None}
-        if all(getattr(self, name) == value for name, value in overrides.items()):
+        if all(_same(getattr(self, name), value) for name, value in overrides.items()):
             return self
         return type(self)(**{**self.to_dict(), **overrides})
 
 
 GEOMETRY_FIELDS = ("num_frames", "image_size", "teacher_image_size", "patch_size", "teacher_patch_size",
                    "lsd_stride", "max_crop_patches", "chunk_length")
+
+
+def _same(current, value) -> bool:
+    """An override equal to the processor's own value (numbers and sequences of them alike)."""
+    if isinstance(current, list | tuple) or isinstance(value, list | tuple):
+        return _per_channel(current) == _per_channel(value)
+    return current == value
 
 
 def _per_channel(value: float | Sequence[float]) -> list[float]:
