@@ -23,8 +23,9 @@ import torch
 from torch import Tensor
 from transformers import AutoProcessor, AutoVideoProcessor, PreTrainedTokenizerBase
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import MultiModalData, ProcessorMixin, Unpack
 from transformers.utils import is_torchvision_available
+from transformers.video_utils import VideoInput
 
 from videopanda.data.collator import IGNORE_INDEX, VideoPandaCollator
 from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, ConversationError, Segment, Turn, get_template
@@ -167,7 +168,10 @@ class VideoPandaProcessor(ProcessorMixin):
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw"]
 
-    def __call__(self, text=None, videos=None, **kwargs) -> BatchFeature:
+    def __call__(
+        self, text: str | list[str] | None = None, videos: VideoInput | None = None,
+        **kwargs: Unpack[VideoPandaProcessorKwargs],
+    ) -> BatchFeature:
         """Rendered prompts (``apply_chat_template``) + their videos -> ``input_ids (B, L)``, ``attention_mask
         (B, L)`` (padded on the tokenizer's side), ``pixel_values_videos (F, 4, S, S)``, ``video_grid_thw (V, 3)``.
 
@@ -196,7 +200,11 @@ class VideoPandaProcessor(ProcessorMixin):
             pixels = video_inputs["pixel_values_videos"][pixel_offset : pixel_offset + sum(used)] if used else None
             rows.append(self._expand(torch.tensor(ids, dtype=torch.long), pixels).tolist())
             pixel_offset, video = pixel_offset + sum(used), video + count
-        text_inputs = self._pad(rows, output_kwargs["text_kwargs"])
+        text_kwargs = output_kwargs["text_kwargs"]
+        type_ids = text_kwargs.pop("return_mm_token_type_ids", output_kwargs.get("return_mm_token_type_ids"))
+        text_inputs = self._pad(rows, text_kwargs)
+        if type_ids:
+            text_inputs["mm_token_type_ids"] = self.create_mm_token_type_ids(text_inputs["input_ids"])
         return BatchFeature(data={**text_inputs, **video_inputs}, tensor_type=return_tensors)
 
     def _pad(self, rows: list[list[int]], text_kwargs: dict) -> dict:
@@ -215,6 +223,20 @@ class VideoPandaProcessor(ProcessorMixin):
             return_attention_mask=text_kwargs.get("return_attention_mask", True),
         )
         return dict(padded)
+
+    @property  # type: ignore[misc]  # read-only here: the placeholder is always a video token
+    def image_token_ids(self) -> list[int | None]:
+        return []  # an image is a one-frame video: every placeholder is a video token (mm_token_type_ids 2)
+
+    @property  # type: ignore[misc]  # read-only here, as image_token_ids
+    def video_token_ids(self) -> list[int | None]:
+        return [self.image_token_id]
+
+    def _get_num_multimodal_tokens(self, video_sizes=None, **kwargs) -> MultiModalData:
+        """vLLM's count: the placeholder tokens ``__call__`` gives each video of ``(frames, height, width)``."""
+        if video_sizes is None:
+            return MultiModalData()
+        return MultiModalData(num_video_tokens=[self.video_processor.num_tokens(*size) for size in video_sizes])
 
     @staticmethod
     def _frames_per_video(video_inputs: dict[str, Tensor]) -> list[int]:

@@ -139,6 +139,14 @@ class VideoPandaVideoProcessor(BaseVideoProcessor):
         patch_mask = F.avg_pool2d(pixel_values[:, 3:4].float(), self.patch_size)[:, 0]  # (F, Hp, Wp)
         return tokens_per_frame(frame_grid_hw(patch_mask, self.lsd_stride, self.max_crop_patches))
 
+    def num_tokens(self, num_frames: int, height: int, width: int) -> int:
+        """Visual tokens of a ``num_frames``-frame ``height x width`` input as ``__call__`` lays it out (an image,
+        one frame; a video padded to ``frames_per_video``, its padding frames counted too)."""
+        blank = self.preprocess_video(np.zeros((1, height, width, 3), np.uint8), is_image=True).pixel_values
+        total = 1 if num_frames == 1 else self.frames_per_video(num_frames)
+        real, empty = self.frame_token_counts(torch.cat([blank, torch.zeros_like(blank)])).tolist()
+        return num_frames * real + (total - num_frames) * empty
+
     def grid_thw(self, num_frames: int) -> Tensor:
         """(3,) long: a video's ``(frames, S // patch_size, S // patch_size)``."""
         side = self.image_size // self.patch_size
