@@ -178,6 +178,8 @@ class VideoPandaProcessor(ProcessorMixin):
         Each ``<video>`` (or ``<image>``) marker takes the next video and becomes one ``<image>`` per frame,
         each expanded to its frame's token count; the marker's count must match the videos given.
         """
+        if kwargs.get("images") is not None or kwargs.get("audio") is not None:
+            raise ValueError("VideoPandaProcessor takes videos= (an image is a one-frame video), not images or audio")
         if text is None:
             raise ValueError("VideoPandaProcessor needs text (with one <video> marker per video)")
         texts = [text] if isinstance(text, str) else list(text)
