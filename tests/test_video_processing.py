@@ -17,7 +17,7 @@ from videopanda.data.decode import read_video_frames
 from videopanda.data.processing_videopanda import VideoPandaProcessor, save_model_processor
 from videopanda.data.transform import preprocess_frames
 from videopanda.data.video_processing_videopanda import VideoPandaVideoProcessor
-from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+from videopanda.inference import GenerationConfig, VideoPandaPredictor
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.runtime import resolve_precision
 
