@@ -90,6 +90,19 @@ def test_processor_files_load_with_auto_processor(tmp_path, smollm2_tokenizer):
     assert torch.equal(loaded.build_prompt("Q?", visuals)["input_ids"], saved.build_prompt("Q?", visuals)["input_ids"])
 
 
+def test_a_reloaded_chat_template_is_not_wrapped_again(tmp_path, smollm2_tokenizer):
+    """The tokenizer and the processor share a directory's chat_template.jinja: reloading and saving again
+    keeps one template that renders as the LLM's own."""
+    config = small_videopanda_config(smollm2_tokenizer)
+    first = save_model_processor(tmp_path / "a", smollm2_tokenizer, config, "chat_template")
+    again = save_model_processor(tmp_path / "b", AutoProcessor.from_pretrained(tmp_path / "a").tokenizer, config,
+                                 "chat_template")
+    assert again.chat_template == first.chat_template
+    chat = [{"role": "user", "content": "Hi"}]
+    assert again.tokenizer.apply_chat_template(chat, tokenize=False) == smollm2_tokenizer.apply_chat_template(
+        chat, tokenize=False)
+
+
 @pytest.mark.parametrize("template", ["vicuna_v1", "vicuna_v1_eval", "chat_template"])
 def test_chat_template_renders_the_prompt_builders_text(smollm2_tokenizer, template):
     """apply_chat_template (Jinja generated from conversation.py) == the prompt builder, history and video."""

@@ -120,6 +120,9 @@ _JINJA_TEXT_OF = (
 )
 
 
+_OWN_TEMPLATE_FOLLOWS = "{#- videopanda: the LLM's own chat template follows -#}"
+
+
 def _literal(text: str) -> str:
     """A Python string as a Jinja string literal (JSON's escapes are Jinja's)."""
     return json.dumps(text)
@@ -212,9 +215,14 @@ class ChatTemplate:
 
     def jinja(self, tokenizer: PreTrainedTokenizerBase) -> str:
         """The tokenizer's chat template, after a prelude that flattens content parts to text (and adds
-        ``system`` when set and the messages have none)."""
+        ``system`` when set and the messages have none).
+
+        A model directory holds one ``chat_template.jinja`` for its tokenizer and its processor, so a tokenizer
+        loaded from one already has this template: its own is what follows the prelude (never wrapped twice).
+        """
         if not tokenizer.chat_template:
             raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no chat_template: use template 'vicuna_v1'")
+        own = str(tokenizer.chat_template).split(_OWN_TEMPLATE_FOLLOWS, 1)[-1]
         system = "" if self.system is None else (
             "{%- if not messages or messages[0]['role'] != 'system' -%}"
             f"{{%- set ns_flat.messages = [{{'role': 'system', 'content': {_literal(self.system)}}}] -%}}"
@@ -224,7 +232,7 @@ class ChatTemplate:
             _JINJA_TEXT_OF + "{%- set ns_flat = namespace(messages=[]) -%}" + system
             + "{%- for message in messages -%}"
             "{%- set ns_flat.messages = ns_flat.messages + [{'role': message['role'], 'content': text_of(message)}] -%}"
-            "{%- endfor -%}{%- set messages = ns_flat.messages -%}" + str(tokenizer.chat_template)
+            "{%- endfor -%}{%- set messages = ns_flat.messages -%}" + _OWN_TEMPLATE_FOLLOWS + own
         )
 
     @staticmethod
