@@ -426,8 +426,8 @@ def _with_marker(turns: list[Turn], visual_turn: int | None) -> list[Turn]:
 def save_model_processor(
     directory: str | Path, tokenizer: PreTrainedTokenizerBase, config: VideoPandaConfig, template: str | None = None
 ) -> VideoPandaProcessor:
-    """Write a model directory's processor files (tokenizer, ``video_preprocessor_config.json``,
-    ``processor_config.json``, ``chat_template.jinja``): ``AutoProcessor.from_pretrained(directory)`` loads them.
+    """Write a model directory's processor files (tokenizer files, ``processor_config.json`` with the video
+    processor inside, ``chat_template.jinja``): ``AutoProcessor.from_pretrained(directory)`` loads them.
 
     ``template``: the template the model is prompted with (default: the config's ``prompt_template``, else the
     release's inference form).
