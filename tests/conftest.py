@@ -238,16 +238,17 @@ def scripted_openai_server():
 
 @pytest.fixture(scope="session")
 def tiny_videopanda_dir(tmp_path_factory, smollm2_tokenizer):
-    """A saved tiny random Video-Panda model directory (save_pretrained + tokenizer, as training writes it)."""
+    """A saved tiny random Video-Panda model directory (save_pretrained + processor files, as training writes it)."""
     import torch
 
+    from videopanda.data.processing_videopanda import save_model_processor
     from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 
     torch.manual_seed(0)
     model = VideoPandaForCausalLM(small_videopanda_config(smollm2_tokenizer))
     path = tmp_path_factory.mktemp("model") / "tiny-panda"
     model.save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
+    save_model_processor(path, smollm2_tokenizer, model.config)
     return path
 
 

@@ -23,7 +23,7 @@ def qa(question, answer="red"):
 
 @pytest.fixture(scope="module")
 def processor(smollm2_tokenizer):
-    return VideoPandaProcessor(smollm2_tokenizer, small_videopanda_config(smollm2_tokenizer))
+    return VideoPandaProcessor.for_model(smollm2_tokenizer, small_videopanda_config(smollm2_tokenizer))
 
 
 def write_json(path, items):
@@ -87,7 +87,8 @@ def test_malformed_items_are_skipped(tmp_path, make_video, processor):
 def test_visual_cut_by_max_length_is_skipped_with_a_warning(tmp_path, make_video, smollm2_tokenizer, caplog):
     make_video("a.mp4", num_frames=8, fps=4)
     items = [{"id": "v", "video": "a.mp4", "conversations": qa("<video>\nQ")}, {"id": "t", "conversations": qa("Hi")}]
-    processor = VideoPandaProcessor(smollm2_tokenizer, small_videopanda_config(smollm2_tokenizer), max_length=64)
+    config = small_videopanda_config(smollm2_tokenizer)
+    processor = VideoPandaProcessor.for_model(smollm2_tokenizer, config, max_length=64)
     dataset = VideoLLaVADataset(load_annotations([write_json(tmp_path / "a.json", items)]), tmp_path, processor)
     with caplog.at_level(logging.WARNING, logger="videopanda.data.dataset"):
         sample = dataset[0]

@@ -32,7 +32,7 @@ def teacher_patch_counts(teacher_pixel_values, patch_size=14):
 def tiny(smollm2_tokenizer):
     torch.manual_seed(0)
     config = small_videopanda_config(smollm2_tokenizer, use_distillation=True, teacher_hidden_size=16)
-    return VideoPandaForCausalLM(config), VideoPandaProcessor(smollm2_tokenizer, config)
+    return VideoPandaForCausalLM(config), VideoPandaProcessor.for_model(smollm2_tokenizer, config)
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def expected_ids_and_labels(tokenizer, pieces):
 ])
 def test_labels_exactly_on_replies_and_end_of_turn(smollm2_tokenizer, config, template, pieces):
     system = None if "vicuna" in template else "S"
-    processor = VideoPandaProcessor(smollm2_tokenizer, config, template=template, system=system)
+    processor = VideoPandaProcessor.for_model(smollm2_tokenizer, config, template=template, system=system)
     sample = processor.encode_conversation(TWO_TURNS)
     input_ids, labels = expected_ids_and_labels(smollm2_tokenizer, pieces)
     assert sample.input_ids.tolist() == input_ids.tolist()
@@ -58,7 +58,7 @@ def test_labels_exactly_on_replies_and_end_of_turn(smollm2_tokenizer, config, te
 
 
 def test_video_placeholders_front_of_turn_and_never_learned(smollm2_tokenizer, config):
-    processor = VideoPandaProcessor(smollm2_tokenizer, config)
+    processor = VideoPandaProcessor.for_model(smollm2_tokenizer, config)
     video = visuals(8, 64, 96)
     sample = processor.encode_conversation([Turn("user", "What colour? <video>"), Turn("assistant", "red")], video)
     placeholder = sample.input_ids == config.image_token_id
@@ -74,17 +74,17 @@ def test_video_placeholders_front_of_turn_and_never_learned(smollm2_tokenizer, c
 # 112x112 student canvas: 8x8 patches, LSD grid up to 4x4; a frame is 1 + h*(w+1) tokens.
 @pytest.mark.parametrize("height, width, grid", [(64, 128, (2, 4)), (128, 64, (4, 2)), (96, 96, (4, 4))])
 def test_placeholder_expansion_per_aspect_ratio(smollm2_tokenizer, config, height, width, grid):
-    processor = VideoPandaProcessor(smollm2_tokenizer, config)
+    processor = VideoPandaProcessor.for_model(smollm2_tokenizer, config)
     video = visuals(3, height, width)  # 3 real frames + 5 all-zero frames (top-left 8x8 patches: 4x4 LSD grid)
     sample = processor.encode_conversation(QA, video)
     h, w = grid
-    counts = processor.frame_token_counts(video.pixel_values)
+    counts = processor.video_processor.frame_token_counts(video.pixel_values)
     assert counts.tolist() == [1 + h * (w + 1)] * 3 + [1 + 4 * 5] * 5
     assert int((sample.input_ids == config.image_token_id).sum()) == int(counts.sum())
 
 
 def test_image_is_one_placeholder_and_one_chunk(smollm2_tokenizer, config):
-    processor = VideoPandaProcessor(smollm2_tokenizer, config)
+    processor = VideoPandaProcessor.for_model(smollm2_tokenizer, config)
     image = visuals(1, 64, 128)
     sample = processor.encode_conversation([Turn("user", "<image>\nWhat?"), Turn("assistant", "a")], image)
     assert sample.video_grid_thw.tolist() == [[1, 8, 8]] and sample.pixel_values_videos.shape == (1, 4, 112, 112)
@@ -92,7 +92,7 @@ def test_image_is_one_placeholder_and_one_chunk(smollm2_tokenizer, config):
 
 
 def test_marker_errors(smollm2_tokenizer, config):
-    processor = VideoPandaProcessor(smollm2_tokenizer, config)
+    processor = VideoPandaProcessor.for_model(smollm2_tokenizer, config)
     with pytest.raises(ConversationError, match="no video or image"):
         processor.encode_conversation(QA)
     with pytest.raises(ConversationError, match="at most one visual marker"):
@@ -102,7 +102,7 @@ def test_marker_errors(smollm2_tokenizer, config):
 
 
 def test_max_length_rejects_visual_cut_and_truncates_text(smollm2_tokenizer, config):
-    processor = VideoPandaProcessor(smollm2_tokenizer, config, max_length=100)
+    processor = VideoPandaProcessor.for_model(smollm2_tokenizer, config, max_length=100)
     with pytest.raises(SampleTooLongError, match="max_length=100"):
         processor.encode_conversation(QA, visuals(8, 64, 64))  # 8 frames of 21 tokens
     long_reply = [Turn("user", "Count."), Turn("assistant", " ".join(["one"] * 200))]
@@ -114,7 +114,7 @@ def test_max_length_rejects_visual_cut_and_truncates_text(smollm2_tokenizer, con
 
 
 def test_batch_prompts_are_left_padded_with_generation_prompt(smollm2_tokenizer, config):
-    processor = VideoPandaProcessor(smollm2_tokenizer, config, template="vicuna_v1_eval")
+    processor = VideoPandaProcessor.for_model(smollm2_tokenizer, config, template="vicuna_v1_eval")
     questions = ["<video>\nWhat happens in this long video clip?", "Hi"]
     batch = processor.batch_prompts(questions, [visuals(8, 64, 128), None])
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -127,7 +127,7 @@ def test_batch_prompts_are_left_padded_with_generation_prompt(smollm2_tokenizer,
 
 
 def test_collator_mixed_batch(smollm2_tokenizer, config):
-    processor = VideoPandaProcessor(smollm2_tokenizer, config)
+    processor = VideoPandaProcessor.for_model(smollm2_tokenizer, config)
     wide = processor.encode_conversation(QA, visuals(8, 64, 128))
     tall = processor.encode_conversation(QA, visuals(8, 128, 64, seed=1))
     image = processor.encode_conversation([Turn("user", "<image>\nWhat?"), Turn("assistant", "a")], visuals(1, 60, 60))
@@ -147,13 +147,13 @@ def test_collator_mixed_batch(smollm2_tokenizer, config):
         assert torch.equal(batch["input_ids"][row, :n], sample.input_ids)
         assert (batch["labels"][row, n:] == -100).all()
     placeholders = int((batch["input_ids"] == config.image_token_id).sum())
-    assert placeholders == int(processor.frame_token_counts(batch["pixel_values_videos"]).sum())
+    assert placeholders == int(processor.video_processor.frame_token_counts(batch["pixel_values_videos"]).sum())
     text_only = VideoPandaCollator(smollm2_tokenizer.pad_token_id)([text, text])
     assert set(text_only) == {"input_ids", "attention_mask", "labels"}
 
 
 def test_markers_a_user_types_are_text_and_overlong_prompts_are_refused(smollm2_tokenizer, config):
-    processor = VideoPandaProcessor(smollm2_tokenizer, config, template="vicuna_v1_eval")
+    processor = VideoPandaProcessor.for_model(smollm2_tokenizer, config, template="vicuna_v1_eval")
     image_id = smollm2_tokenizer.convert_tokens_to_ids("<image>")
     video = visuals(8, 64, 64)
     plain = processor.batch_prompts(["What moves?"], [video])["input_ids"]

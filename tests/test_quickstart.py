@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from transformers import AutoProcessor
 
 from conftest import REDUCED_QUICKSTART, assert_same_greedy_answer
 from videopanda.data.synth import QA_DIR
@@ -73,6 +74,8 @@ def test_final_model_loads_and_answers_with_its_training_template(quickstart_dir
     precision = json.loads((quickstart_dir / "results.json").read_text())["precision"]["dtype"]
     predictor = VideoPandaPredictor.from_pretrained(model_dir, GenerationConfig(max_new_tokens=6), dtype=precision)
     assert predictor.model.config.image_size == QuickstartConfig().model["image_size"]
+    processor = AutoProcessor.from_pretrained(model_dir)  # the model directory holds its processor
+    assert processor.template == "chat_template" and processor.chat_template == predictor.processor.chat_template
     question = json.loads((quickstart_dir / "data" / QA_DIR / "test_q.json").read_text())[0]
     video = find_video_file(quickstart_dir / "data" / QA_DIR / "videos", question["video_name"])
     final = _read_jsonl(quickstart_dir / "eval" / "finetune" / "merge.jsonl")[0]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoProcessor, PreTrainedTokenizerFast
 
 from conftest import moving_square_frames, tiny_llama_config
 from videopanda.cli import main as cli_main
@@ -165,6 +165,8 @@ def test_convert_command_both_ways(source_model, tmp_path):
     assert cli_main(["convert", "--release", str(release), "--out", str(tmp_path / "ours")]) == 0
     assert (tmp_path / "ours" / "teacher.safetensors").is_file()
     ours = VideoPandaForCausalLM.from_pretrained(tmp_path / "ours").eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "ours")  # the converted directory holds its processor
+    assert processor.template == "vicuna_v1_eval" and processor.video_processor.image_size == ours.config.image_size
     assert cli_main(["convert", "--to-release", "--model", str(tmp_path / "ours"), "--out", str(tmp_path / "back"),
                      "--teacher", str(tmp_path / "ours" / "teacher.safetensors")]) == 0
     back, teacher = load_release_checkpoint(tmp_path / "back")

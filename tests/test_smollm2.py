@@ -24,7 +24,7 @@ def smollm2_videopanda(smollm2_tokenizer):
     torch.manual_seed(0)
     model = VideoPandaForCausalLM.from_llm(load_llm("smollm2"), smollm2_tokenizer,
                                            stab_hidden_size=64, image_size=112, teacher_image_size=56)
-    return model, VideoPandaProcessor(smollm2_tokenizer, model.config, template="chat_template")
+    return model, VideoPandaProcessor.for_model(smollm2_tokenizer, model.config, template="chat_template")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoProcessor
 
 from conftest import REPO_ROOT
 from test_train_support import stage_overrides, write_tiny_llm, write_video_dataset
@@ -79,9 +80,12 @@ def test_merged_model_answers_exactly_as_the_unmerged_one(world, lora_run, make_
 
     config = GenerationConfig(max_new_tokens=8, batch_size=2)
     merged_predictor = VideoPandaPredictor.from_pretrained(lora_run, config)
-    unmerged_predictor = VideoPandaPredictor(unmerged, VideoPandaProcessor(tokenizer, unmerged.config,
+    unmerged_predictor = VideoPandaPredictor(unmerged, VideoPandaProcessor.for_model(tokenizer, unmerged.config,
                                                                            template=merged_predictor.template), config)
     videos = [merged_predictor.load_video(make_video(f"q{i}.mp4", seed=i)) for i in range(2)]
+    saved = AutoProcessor.from_pretrained(lora_run)  # the merged directory holds its processor
+    assert saved.template == merged_predictor.template
+    assert saved.video_processor.to_dict() == merged_predictor.processor.video_processor.to_dict()
     questions = ["What moves?", "Describe the video."]
     batch = merged_predictor.processor.batch_prompts(questions, videos)
     with torch.no_grad():

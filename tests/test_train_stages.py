@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoProcessor
 
 from test_train_support import stage_overrides, write_tiny_llm, write_tiny_teacher, write_video_dataset
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
@@ -73,6 +74,8 @@ def test_stage_output_is_a_loadable_model_and_the_next_init(world):
     model = VideoPandaForCausalLM.from_pretrained(world.prealigned)
     assert model.distill_head is not None and model.config.image_size == 56
     assert (world.prealigned / "tokenizer.json").is_file() and (world.prealigned / "train_config.yaml").is_file()
+    processor = AutoProcessor.from_pretrained(world.prealigned)  # the stage output holds its processor
+    assert processor.template == model.config.prompt_template and processor.video_processor.image_size == 56
     # Stage 1 left the LLM exactly as the tiny LLM directory holds it.
     from transformers import AutoModelForCausalLM
 

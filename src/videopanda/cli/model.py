@@ -47,13 +47,14 @@ def run_convert(args: argparse.Namespace) -> int:
 def from_release(release: Path, out: Path, dtype: torch.dtype | None) -> int:
     from safetensors.torch import save_file
 
+    from videopanda.data.processing_videopanda import save_model_processor
     from videopanda.model.llm import load_tokenizer
     from videopanda.model.release import check_release_dir, load_release_checkpoint
 
     tokenizer = load_tokenizer(check_release_dir(release))
     model, teacher = load_release_checkpoint(release, dtype=dtype, tokenizer=tokenizer)
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    save_model_processor(out, tokenizer, model.config)
     if teacher:
         save_file({k: v.contiguous() for k, v in teacher.items()}, str(out / TEACHER_FILE))
     logger.info("wrote %s%s", out, f" (teacher weights in {TEACHER_FILE})" if teacher else "")

@@ -14,6 +14,7 @@ with ``" {a}</s>"`` learned; a generation prompt ends with ``"ASSISTANT:"``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import Field, dataclass, replace
 from typing import Any, ClassVar, Literal, Protocol
@@ -100,6 +101,32 @@ class Template(Protocol):
 
     def end_of_turn(self, tokenizer: PreTrainedTokenizerBase) -> str: ...
 
+    def jinja(self, tokenizer: PreTrainedTokenizerBase) -> str: ...  # the same text as a Jinja chat template
+
+
+# Jinja shared by the generated chat templates: a message's content (a string, or a list of
+# {"type": "video" | "image" | "text"} parts) as its text, each visual part as its marker in front of the
+# (then trimmed) text, as the processor places visuals.
+_JINJA_TEXT_OF = (
+    "{%- macro text_of(message) -%}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- set ns = namespace(visual='', text='') -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'video' -%}{%- set ns.visual = ns.visual + '<video>\\n' -%}"
+    "{%- elif part['type'] == 'image' -%}{%- set ns.visual = ns.visual + '<image>\\n' -%}"
+    "{%- elif part['type'] == 'text' -%}{%- set ns.text = ns.text + part['text'] -%}{%- endif -%}"
+    "{%- endfor -%}{{ ns.visual }}{{ (ns.text | trim) if ns.visual else ns.text }}"
+    "{%- endif -%}{%- endmacro -%}"
+)
+
+
+_OWN_TEMPLATE_FOLLOWS = "{#- videopanda: the LLM's own chat template follows -#}"
+
+
+def _literal(text: str) -> str:
+    """A Python string as a Jinja string literal (JSON's escapes are Jinja's)."""
+    return json.dumps(text)
+
 
 @dataclass(frozen=True)
 class SeparatorTemplate:
@@ -128,6 +155,23 @@ class SeparatorTemplate:
 
     def end_of_turn(self, tokenizer: PreTrainedTokenizerBase) -> str:
         return self.eos
+
+    def jinja(self, tokenizer: PreTrainedTokenizerBase) -> str:
+        """``segments``' text as a Jinja chat template (a leading system message replaces ``system``)."""
+        user, assistant = _literal(self.roles[0] + ": "), _literal(self.roles[1] + ":")
+        separator, eos = _literal(self.separator), _literal(self.eos)
+        return (
+            _JINJA_TEXT_OF
+            + f"{{%- set system = {_literal(self.system)} -%}}"
+            "{%- if messages and messages[0]['role'] == 'system' -%}{%- set system = text_of(messages[0]) -%}"
+            "{%- endif -%}"
+            f"{{{{ system }}}}{{{{ {separator} }}}}"
+            "{%- for message in messages if message['role'] != 'system' -%}"
+            f"{{%- if message['role'] == 'user' -%}}{{{{ {user} }}}}{{{{ text_of(message) }}}}"
+            f"{{{{ {separator} }}}}{{{{ {assistant} }}}}"
+            f"{{%- else -%}}{{{{ ' ' }}}}{{{{ text_of(message) }}}}{{{{ {eos} }}}}{{%- endif -%}}"
+            "{%- endfor -%}"
+        )
 
 
 @dataclass(frozen=True)
@@ -168,6 +212,28 @@ class ChatTemplate:
         full = self._render(tokenizer, [*chat, {"role": "assistant", "content": reply}])
         marker = _after(full, prompt + reply, tokenizer).strip()
         return marker or str(tokenizer.eos_token)
+
+    def jinja(self, tokenizer: PreTrainedTokenizerBase) -> str:
+        """The tokenizer's chat template, after a prelude that flattens content parts to text (and adds
+        ``system`` when set and the messages have none).
+
+        A model directory holds one ``chat_template.jinja`` for its tokenizer and its processor, so a tokenizer
+        loaded from one already has this template: its own is what follows the prelude (never wrapped twice).
+        """
+        if not tokenizer.chat_template:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no chat_template: use template 'vicuna_v1'")
+        own = str(tokenizer.chat_template).split(_OWN_TEMPLATE_FOLLOWS, 1)[-1]
+        system = "" if self.system is None else (
+            "{%- if not messages or messages[0]['role'] != 'system' -%}"
+            f"{{%- set ns_flat.messages = [{{'role': 'system', 'content': {_literal(self.system)}}}] -%}}"
+            "{%- endif -%}"
+        )
+        return (
+            _JINJA_TEXT_OF + "{%- set ns_flat = namespace(messages=[]) -%}" + system
+            + "{%- for message in messages -%}"
+            "{%- set ns_flat.messages = ns_flat.messages + [{'role': message['role'], 'content': text_of(message)}] -%}"
+            "{%- endfor -%}{%- set messages = ns_flat.messages -%}" + _OWN_TEMPLATE_FOLLOWS + own
+        )
 
     @staticmethod
     def _render(tokenizer: PreTrainedTokenizerBase, chat: list[dict], add_generation_prompt: bool = False) -> str:

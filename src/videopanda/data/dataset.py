@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from videopanda.data.conversation import ConversationError, Turn, turns_from_annotation
 from videopanda.data.decode import VideoDecodeError, read_image, read_video_frames
 from videopanda.data.processing_videopanda import EncodedSample, SampleTooLongError, VideoPandaProcessor
-from videopanda.data.transform import VisualInputs, preprocess_frames
+from videopanda.data.transform import VisualInputs
 from videopanda.paths import check_media_name
 
 logger = logging.getLogger(__name__)
@@ -284,21 +284,14 @@ class VideoLLaVADataset(Dataset):
     def _decode(self, parsed: ParsedItem) -> np.ndarray | None:
         """(T, H, W, 3) uint8 frames (T=1 for an image), or None for a text-only sample."""
         if parsed.video is not None:
-            return read_video_frames(parsed.video, self.processor.config.num_frames, parsed.clip)
+            return read_video_frames(parsed.video, self.processor.num_frames, parsed.clip)
         if parsed.image is not None:
             return read_image(parsed.image)
         return None
 
     def _transform(self, frames: np.ndarray, is_video: bool) -> VisualInputs:
-        config = self.processor.config
-        return preprocess_frames(
-            frames,
-            image_size=config.image_size,
-            teacher_image_size=config.teacher_image_size,
-            patch_size=config.teacher_patch_size,
-            num_frames=config.num_frames if is_video else None,
-            with_teacher=self.with_teacher,
-        )
+        return self.processor.video_processor.preprocess_video(frames, with_teacher=self.with_teacher,
+                                                               is_image=not is_video)
 
     def flips(self, index: int) -> bool:
         """The train-time horizontal flip (p=0.5) of sample ``index``: a function of (seed, epoch, index)."""

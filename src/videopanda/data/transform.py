@@ -26,8 +26,6 @@ from torch import Tensor
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-# Padding pixels take the CLIP mean colour, int(255 * mean) per channel: they normalise to about 0.
-_PAD_COLOUR = torch.tensor([int(255 * m) for m in CLIP_MEAN], dtype=torch.uint8)
 
 
 @dataclass(frozen=True)
@@ -66,8 +64,15 @@ def scaled(geometry: CanvasGeometry, factor: int) -> CanvasGeometry:
     return CanvasGeometry(*(factor * v for v in astuple(geometry)))
 
 
-def to_canvas(frames: Tensor, geometry: CanvasGeometry) -> Tensor:
-    """frames (T, 3, H, W) uint8 -> (T, 4, S, S) float32: normalised RGB + validity mask."""
+def to_canvas(
+    frames: Tensor, geometry: CanvasGeometry, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD,
+    scale: float = 1 / 255, normalize: bool = True,
+) -> Tensor:
+    """frames (T, 3, H, W) uint8 -> (T, 4, S, S) float32: RGB ``(x * scale - mean) / std`` + validity mask.
+
+    Padding pixels take the mean colour, ``int(255 * mean)`` per channel: they normalise to about 0.
+    ``normalize=False``: ``x * scale`` alone.
+    """
     # uint8 in, uint8 out: torch's integer path rounds each pass like PIL (within one level)
     # and, on channels-last frames, runs about 15x faster than the float path.
     resized = F.interpolate(frames, size=(geometry.height, geometry.width), mode="bicubic", antialias=True)
@@ -75,10 +80,13 @@ def to_canvas(frames: Tensor, geometry: CanvasGeometry) -> Tensor:
     cols = slice(geometry.left, geometry.left + geometry.width)
     canvas = torch.empty(frames.shape[0], 4, geometry.size, geometry.size)  # (T, 4, S, S)
     rgb, mask = canvas[:, :3], canvas[:, 3]
-    rgb.copy_(_PAD_COLOUR.view(1, 3, 1, 1).expand_as(rgb))
+    pad_colour = torch.tensor([int(255 * m) for m in mean], dtype=torch.uint8)
+    rgb.copy_(pad_colour.view(1, 3, 1, 1).expand_as(rgb))
     rgb[:, :, rows, cols] = resized
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    rgb.mul_(1 / (255 * std)).sub_(torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) / std)  # (x / 255 - mean) / std
+    mean_ = torch.tensor(mean if normalize else (0.0,) * 3).view(1, 3, 1, 1)
+    std_ = torch.tensor(std if normalize else (1.0,) * 3).view(1, 3, 1, 1)
+    divisor = 255 * std_ if scale == 1 / 255 else std_ / scale  # the release's exact arithmetic at 1/255
+    rgb.mul_(1 / divisor).sub_(mean_ / std_)  # (x * scale - mean) / std
     mask.zero_()
     mask[:, rows, cols] = 1
     return canvas
@@ -94,8 +102,15 @@ def preprocess_frames(
     train: bool = False,
     generator: torch.Generator | None = None,
     with_teacher: bool = True,
+    mean: tuple[float, ...] = CLIP_MEAN,
+    std: tuple[float, ...] = CLIP_STD,
+    scale: float = 1 / 255,
+    normalize: bool = True,
 ) -> VisualInputs:
     """frames (T, H, W, 3) uint8 -> VisualInputs, padded with all-zero frames to ``num_frames``.
+
+    ``patch_size`` is the teacher-scale unit that sizes and padding round to: models take their canvases
+    from ``VideoPandaVideoProcessor``, which owns that choice (its ``canvas_unit``).
 
     ``num_frames=None`` keeps T frames (images). In training the whole clip is
     flipped horizontally with p=0.5 (image and mask alike), drawn from ``generator``.
@@ -111,8 +126,8 @@ def preprocess_frames(
     frames = np.require(frames, requirements=("C", "W"))  # torch needs a writable array
     video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8, channels-last
     geometry = teacher_geometry(video.shape[2], video.shape[3], teacher_image_size, patch_size)
-    student = to_canvas(video, scaled(geometry, image_size // teacher_image_size))
-    teacher = to_canvas(video, geometry) if with_teacher else None
+    student = to_canvas(video, scaled(geometry, image_size // teacher_image_size), mean, std, scale, normalize)
+    teacher = to_canvas(video, geometry, mean, std, scale, normalize) if with_teacher else None
     if train and torch.rand((), generator=generator) < 0.5:  # flip the canvas: image and mask alike
         student = student.flip(-1)
         teacher = None if teacher is None else teacher.flip(-1)

@@ -27,7 +27,7 @@ from videopanda import limits
 from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, Turn, chat_role, inference_template
 from videopanda.data.decode import read_video_frames
 from videopanda.data.processing_videopanda import VideoPandaProcessor, decode_text
-from videopanda.data.transform import VisualInputs, preprocess_frames, preprocess_image
+from videopanda.data.transform import VisualInputs
 from videopanda.inference.generation import GenerationRequest, GenerationResult, RowMonitor
 from videopanda.inference.loading import cast_weights, load_model_dir, read_model_config
 from videopanda.model.directory import read_config_json
@@ -97,7 +97,7 @@ class VideoPandaPredictor:
             _check_generation_config(config, recorded)
         loaded = load_model_dir(model_dir, dtype=dtype, device=device)
         template = config.template or model_template(model_dir, loaded.model.config)
-        processor = VideoPandaProcessor(loaded.tokenizer, loaded.model.config, template=template)
+        processor = VideoPandaProcessor.for_model(loaded.tokenizer, loaded.model.config, template=template)
         return cls(loaded.model, processor, config, loaded.precision)
 
     @classmethod
@@ -110,7 +110,7 @@ class VideoPandaPredictor:
         if model.dtype != precision.torch_dtype:
             model = cast_weights(copy.deepcopy(model), precision.torch_dtype)
         template = config.template or model_template("", model.config)
-        return cls(model, VideoPandaProcessor(tokenizer, model.config, template=template), config, precision)
+        return cls(model, VideoPandaProcessor.for_model(tokenizer, model.config, template=template), config, precision)
 
     @property
     def template(self) -> str:
@@ -137,18 +137,12 @@ class VideoPandaPredictor:
     def preprocess_video(self, frames: np.ndarray, num_frames: int | None = None) -> VisualInputs:
         """Sampled frames (T, H, W, 3) uint8 -> a video input, padded to ``num_frames`` frames (default: the
         predictor's)."""
-        cfg = self.model.config
         wanted = self.num_frames if num_frames is None else self.check_num_frames(num_frames)
-        return preprocess_frames(
-            frames, image_size=cfg.image_size, teacher_image_size=cfg.teacher_image_size,
-            patch_size=cfg.patch_size, num_frames=wanted, with_teacher=False,
-        )
+        return self.processor.video_processor.preprocess_video(frames, wanted)
 
     def preprocess_image(self, image: np.ndarray) -> VisualInputs:
         """One image (1, H, W, 3) or (H, W, 3) uint8 -> a one-frame input."""
-        cfg = self.model.config
-        return preprocess_image(image, image_size=cfg.image_size, teacher_image_size=cfg.teacher_image_size,
-                                patch_size=cfg.patch_size, with_teacher=False)
+        return self.processor.video_processor.preprocess_image(image)
 
     def answer(
         self, visuals: Sequence[VisualInputs | None], questions: Sequence[str],

@@ -1,8 +1,9 @@
 """``import videopanda`` makes transformers' Auto classes know Video-Panda, without importing torch.
 
-The config and model modules register themselves with ``AutoConfig`` / ``AutoModelForCausalLM`` when
-they are imported. ``install`` (run by ``import videopanda``) adds an import hook that imports them
-once transformers' own Auto module is imported: ``import videopanda`` stays light, and
+The config, model and processor modules register themselves with ``AutoConfig`` /
+``AutoModelForCausalLM`` / ``AutoProcessor`` when they are imported. ``install`` (run by
+``import videopanda``) adds an import hook that imports them once transformers' own Auto module is
+imported: ``import videopanda`` stays light, and
 ``AutoModelForCausalLM.from_pretrained(model_dir)`` works without importing the model first.
 
 The Auto module is often imported halfway through importing one of our modules or one of
@@ -21,11 +22,10 @@ from types import ModuleType
 from typing import Any
 
 # transformers' Auto module -> the videopanda module that registers with it on import.
-# The processor's AutoProcessor registration adds its entry here:
-# "transformers.models.auto.processing_auto": "videopanda.data.processing_videopanda".
 AUTO_REGISTRATIONS: dict[str, str] = {
     "transformers.models.auto.configuration_auto": "videopanda.model.configuration_videopanda",
     "transformers.models.auto.modeling_auto": "videopanda.model.modeling_videopanda",
+    "transformers.models.auto.processing_auto": "videopanda.data.processing_videopanda",
 }
 _WATCHED = ("videopanda.", "transformers.")  # half-imported modules of these packages delay a registration
 _pending: set[str] = set()  # registering modules waiting for the half-imported modules to end

@@ -26,6 +26,7 @@ import torch
 from transformers import set_seed
 
 from videopanda.config import save_config
+from videopanda.data.processing_videopanda import save_model_processor
 from videopanda.data.synth import QA_DIR, SynthConfig, load_chance, synthesize
 from videopanda.eval.run import MERGE_FILE
 from videopanda.inference import ChatLLM, GenerationConfig, VideoPandaPredictor
@@ -154,7 +155,7 @@ def run_quickstart(config: QuickstartConfig, started: float | None = None) -> Qu
         final_stage = train_config
     with clock.phase("save"):
         model.save_pretrained(out / "model")
-        tokenizer.save_pretrained(out / "model")
+        save_model_processor(out / "model", tokenizer, model.config)
         save_config(final_stage, out / "model" / "train_config.yaml")
     judge = None
     if judge_chat is not None:

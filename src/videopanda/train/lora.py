@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from videopanda.data.processing_videopanda import save_model_processor
 from videopanda.model.directory import LORA_ADAPTER_DIR, LORA_BASE_FILE
 from videopanda.model.weights import load_weight_file
 from videopanda.runtime import DeviceError
@@ -78,7 +79,7 @@ def save_lora_output(model, tokenizer, base: ModelInit, output_dir: str | Path) 
     reference = {"init": base.init, "config": base.config, "use_distillation": base.use_distillation,
                  "num_frames": model.config.num_frames}
     (output_dir / LORA_BASE_FILE).write_text(json.dumps(reference, indent=1) + "\n")
-    tokenizer.save_pretrained(output_dir)
+    save_model_processor(output_dir, tokenizer, model.config)
 
 
 def load_lora_output(path: str | Path, merge: bool = True):
@@ -109,7 +110,7 @@ def merge_lora_output(path: str | Path) -> Path:
     """Save the merged model of a LoRA output into the same directory: a loadable model directory."""
     model, tokenizer = load_lora_output(path, merge=True)
     model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    save_model_processor(path, tokenizer, model.config)
     logger.info("merged LoRA model saved to %s", path)
     return Path(path)
 

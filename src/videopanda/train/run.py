@@ -25,7 +25,7 @@ from videopanda.config import ConfigError, save_config, to_dict
 from videopanda.data.collator import VideoPandaCollator
 from videopanda.data.conversation import inference_template
 from videopanda.data.dataset import VideoLLaVADataset, load_annotations
-from videopanda.data.processing_videopanda import VideoPandaProcessor
+from videopanda.data.processing_videopanda import VideoPandaProcessor, save_model_processor
 from videopanda.files import atomic_write_text
 from videopanda.limits import LimitError, check_num_frames
 from videopanda.model.directory import ModelDirKind, model_dir_kind
@@ -169,7 +169,8 @@ def build_dataset(
         raise ValueError("data.annotation_files is empty: give one or more Video-LLaVA JSON files")
     fraction = rule.data_fraction if data.fraction is None else data.fraction
     items = load_annotations(data.annotation_files, fraction=fraction, seed=config.seed, max_samples=data.max_samples)
-    processor = VideoPandaProcessor(tokenizer, model.config, template=data.template, max_length=data.max_length)
+    processor = VideoPandaProcessor.for_model(tokenizer, model.config, template=data.template,
+                                              max_length=data.max_length)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     logger.info("stage %s: %d samples (%.0f%% of %s)", rule.name, len(items), 100 * fraction, data.annotation_files)
     return VideoLLaVADataset(
@@ -333,6 +334,8 @@ def train_stage(config: TrainConfig) -> Path:
     if setup.trainer.is_world_process_zero():
         if lora:
             save_lora_output(setup.model, setup.tokenizer, config.model, config.output_dir)
+        else:
+            save_model_processor(config.output_dir, setup.tokenizer, setup.model.config)
         save_config(setup.config, Path(config.output_dir) / CONFIG_NAME)  # precision as resolved
         if lora and config.merge_lora:
             merge_lora_output(config.output_dir)
