@@ -74,16 +74,20 @@ LONG_UNITS = ("quickstart", "test_train_runs")
 
 
 def xdist_unit(item) -> str:
-    """The pytest-xdist work unit (``--dist loadgroup``) of a test: its file, so a module's fixtures are made once,
-    except that every test of the session's one reduced quickstart (``quickstart_dir``) shares one unit. A unit
-    runs in one worker: test_train_runs is one unit, so no two of its two-rank torchrun jobs run at once."""
+    """The pytest-xdist work unit (``--dist loadgroup``) of a test: its own ``xdist_group`` mark if it has one, else
+    its file, so a module's fixtures are made once, except that every test of the session's one reduced quickstart
+    (``quickstart_dir``) shares one unit. A unit runs in one worker: test_train_runs' torchrun tests are one unit,
+    so no two of their two-rank jobs run at once."""
+    if (mark := item.get_closest_marker("xdist_group")) is not None:
+        return mark.args[0]
     return "quickstart" if "quickstart_dir" in item.fixturenames else item.path.stem
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_unit(item)))
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(xdist_unit(item)))
     rank = {unit: i for i, unit in enumerate(LONG_UNITS)}
     items.sort(key=lambda item: rank.get(xdist_unit(item), len(rank)))  # stable: the rest keep their order
 
