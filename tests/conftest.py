@@ -1,7 +1,9 @@
-"""Shared test fixtures: golden-tensor directory, tiny LLM configs, real video files."""
+"""Shared test fixtures: golden-tensor directory, tiny LLM configs, real video files; how pytest-xdist's workers
+share the machine (work units, torch threads)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -51,6 +53,44 @@ def precision(pytestconfig) -> str:
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "golden: compares with tensors recorded from the public release")
     use_test_cache_dir(config)
+    share_cores_between_workers()
+
+
+def share_cores_between_workers() -> None:
+    """In a pytest-xdist worker, torch (and the processes a test starts) get the worker's share of the cores:
+    N workers each running torch's default of one thread per core would oversubscribe the machine N times."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # not on macOS
+    threads = max(1, cores // workers)
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the CLI and torchrun subprocesses at start-up
+
+
+# The longest work units, started first (pytest-xdist hands units out in collection order).
+LONG_UNITS = ("quickstart", "test_train_runs")
+
+
+def xdist_unit(item) -> str:
+    """The pytest-xdist work unit (``--dist loadgroup``) of a test: its own ``xdist_group`` mark if it has one, else
+    its file, so a module's fixtures are made once, except that every test of the session's one reduced quickstart
+    (``quickstart_dir``) shares one unit. A unit runs in one worker: test_train_runs' torchrun tests are one unit,
+    so no two of their two-rank jobs run at once."""
+    if (mark := item.get_closest_marker("xdist_group")) is not None:
+        return mark.args[0]
+    return "quickstart" if "quickstart_dir" in item.fixturenames else item.path.stem
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(xdist_unit(item)))
+    rank = {unit: i for i, unit in enumerate(LONG_UNITS)}
+    items.sort(key=lambda item: rank.get(xdist_unit(item), len(rank)))  # stable: the rest keep their order
 
 
 def use_test_cache_dir(config) -> None:
@@ -143,7 +183,21 @@ def synth_root(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def smollm2_tokenizer():
+def smollm2_converted() -> Path:
+    """SmolLM2's converted copy in the test cache, made by one pytest-xdist worker while the others wait (the
+    cache is safe under concurrent converters, but each would spend the 10-40 s conversion)."""
+    from videopanda.model.llm import find_smollm2_gguf
+    from videopanda.model.smollm2_cache import cached_model_dir, default_cache_dir
+
+    root = default_cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".tests-convert.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return cached_model_dir(find_smollm2_gguf())
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_converted):
     """The embedded SmolLM2 tokenizer with the <image> placeholder token."""
     from videopanda.model.llm import load_tokenizer
 
@@ -257,7 +311,7 @@ REDUCED_QUICKSTART = ("--steps-scale", "0.01", "--num-test", "3")
 
 
 @pytest.fixture(scope="session")
-def quickstart_dir(tmp_path_factory, precision) -> Path:
+def quickstart_dir(tmp_path_factory, precision, smollm2_converted) -> Path:
     """A reduced quickstart run through the CLI: the one trained model every test that needs one shares."""
     from videopanda.cli import main
 

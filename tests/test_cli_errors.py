@@ -1,13 +1,16 @@
 """Bad inputs through the real CLI (issue 15): a user error is one line on stderr and a non-zero exit, never a
 traceback; Ctrl-C is one line saying what was kept, exit 130; an empty or partial result never exits 0.
 
-Each case runs ``python -m videopanda`` in a subprocess (seconds of imports each), so cases are grouped.
+Most cases call ``videopanda.cli.main`` in this process (``cli``: exit code, stdout and stderr as a finished
+process would give them, without a subprocess's seconds of imports); what only a fresh process shows (a signal,
+an import-light package, the CLI's own registrations) runs ``python -m videopanda`` as one (``run_cli``).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -16,15 +19,38 @@ from pathlib import Path
 
 import pytest
 
-from videopanda.cli import KEPT_ON_INTERRUPT, build_parser
+from videopanda.cli import KEPT_ON_INTERRUPT, build_parser, main
+from videopanda.config import ConfigError
 from videopanda.eval.judge.runner import read_metrics
-
-pytestmark = pytest.mark.slow  # ~20 subprocesses, each paying the torch/transformers imports
 
 
 def run_cli(*argv: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "videopanda", *map(str, argv)], capture_output=True, text=True,
                           timeout=timeout, **kwargs)
+
+
+def cli(capsys, *argv) -> subprocess.CompletedProcess:
+    """``videopanda ARGV`` in this process, as a finished process (exit code, stdout, stderr).
+
+    Log records reach stderr, as the process's logging set-up would write them (here pytest's handlers hold the
+    root logger, so ``main``'s ``basicConfig`` adds none). A ``SystemExit`` ends it as the interpreter would end
+    ``python -m videopanda``: a message goes to stderr with exit 1 (argparse's own exits carry their code).
+    """
+    handler = logging.StreamHandler(sys.stderr)  # capsys's stream while the test runs
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            code = exit_.code or 0
+        else:
+            print(exit_.code, file=sys.stderr)
+            code = 1
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 def assert_user_error(done: subprocess.CompletedProcess, *fragments: str, code: int = 1) -> str:
@@ -41,10 +67,10 @@ def assert_user_error(done: subprocess.CompletedProcess, *fragments: str, code: 
 # ----------------------------------------------------------------------------- CLI-wide mechanisms
 
 
-def test_version_and_help_of_every_subcommand():
+def test_version_and_help_of_every_subcommand(capsys):
     from videopanda import __version__
 
-    done = run_cli("--version")
+    done = cli(capsys, "--version")
     assert done.returncode == 0 and done.stdout.strip() == f"videopanda {__version__}"
 
     def walk(parser):
@@ -64,13 +90,13 @@ def test_version_and_help_of_every_subcommand():
                 assert "default" in help_of, f"{sub.prog} {action.option_strings[0]}: default not shown"
 
 
-def test_config_typo_is_one_line_and_debug_after_the_subcommand_shows_the_traceback(tmp_path):
-    line = assert_user_error(run_cli("train", "--config", "configs/small/prealign.yaml", "optim.lrr=1"),
+def test_config_typo_is_one_line_and_debug_after_the_subcommand_shows_the_traceback(tmp_path, capsys):
+    line = assert_user_error(cli(capsys, "train", "--config", "configs/small/prealign.yaml", "optim.lrr=1"),
                              "optim.lrr", "known:")
     assert line.startswith("videopanda train: error:")
-    debug = run_cli("train", "--config", "configs/small/prealign.yaml", "optim.lrr=1", "--debug")
-    assert debug.returncode == 1 and "Traceback" in debug.stderr and "optim.lrr" in debug.stderr
-    assert_user_error(run_cli("train", "--config", tmp_path / "absent.yaml"), "absent.yaml")
+    with pytest.raises(ConfigError, match="optim.lrr"):  # the error propagates: the interpreter prints its traceback
+        main(["train", "--config", "configs/small/prealign.yaml", "optim.lrr=1", "--debug"])
+    assert_user_error(cli(capsys, "train", "--config", tmp_path / "absent.yaml"), "absent.yaml")
 
 
 # ``python -m videopanda`` started as a terminal starts it, Ctrl-C raising KeyboardInterrupt. Inherited, SIGINT
@@ -81,6 +107,7 @@ AS_FROM_A_TERMINAL = ("import runpy, signal; signal.signal(signal.SIGINT, signal
                       "runpy.run_module('videopanda', run_name='__main__', alter_sys=True)")
 
 
+@pytest.mark.slow  # a subprocess and a judge request left hanging
 def test_interrupted_judge_says_what_was_kept_and_exits_130(tmp_path, scripted_openai_server):
     predictions = tmp_path / "merge.jsonl"
     predictions.write_text("".join(json.dumps({"id": str(i), "question": "q?", "answer": "a", "pred": "a"}) + "\n"
@@ -110,18 +137,18 @@ def _predictions(path: Path, n: int = 2) -> Path:
     return path
 
 
-def test_judge_refuses_missing_or_empty_predictions_and_fails_when_nothing_was_judged(tmp_path):
+def test_judge_refuses_missing_or_empty_predictions_and_fails_when_nothing_was_judged(tmp_path, capsys):
     names = ("--benchmark-name", "B", "--model-name", "M")
-    assert_user_error(run_cli("eval", "judge", tmp_path / "nonexistent.jsonl", "--backend", "rule", *names),
+    assert_user_error(cli(capsys, "eval", "judge", tmp_path / "nonexistent.jsonl", "--backend", "rule", *names),
                       "nonexistent.jsonl", "not found")
     (tmp_path / "empty.jsonl").write_text("")
-    assert_user_error(run_cli("eval", "judge", tmp_path / "empty.jsonl", "--backend", "rule", *names),
+    assert_user_error(cli(capsys, "eval", "judge", tmp_path / "empty.jsonl", "--backend", "rule", *names),
                       "empty.jsonl", "no predictions")
     # Names come from flags or run_settings.json, never from parent directory names.
-    assert_user_error(run_cli("eval", "judge", _predictions(tmp_path / "p" / "merge.jsonl"), "--backend", "rule"),
+    assert_user_error(cli(capsys, "eval", "judge", _predictions(tmp_path / "p" / "merge.jsonl"), "--backend", "rule"),
                       "--benchmark-name and --model-name")
     # A judge that cannot be reached: every item fails, so the command fails (metrics.jsonl still written).
-    done = run_cli("eval", "judge", _predictions(tmp_path / "merge.jsonl"), "--backend", "openai", "--base-url",
+    done = cli(capsys, "eval", "judge", _predictions(tmp_path / "merge.jsonl"), "--backend", "openai", "--base-url",
                    "http://127.0.0.1:9/v1", "--max-attempts", "2", "--timeout", "2", "--workers", "1",
                    "--output-dir", tmp_path / "out", *names)
     assert done.returncode == 1 and "Traceback" not in done.stderr and "could not be judged" in done.stderr
@@ -131,32 +158,33 @@ def test_judge_refuses_missing_or_empty_predictions_and_fails_when_nothing_was_j
     assert [f["attempts"] for f in failures] == [2, 2]  # both HTTP attempts counted
 
 
-def test_five_criteria_and_eval_run_refuse_inputs_that_would_answer_nothing(tmp_path, tiny_videopanda_dir, make_video):
-    assert_user_error(run_cli("eval", "five-criteria", "--data-dir", "/nope", "--output-dir", tmp_path / "o",
+def test_five_criteria_and_eval_run_refuse_inputs_that_would_answer_nothing(tmp_path, tiny_videopanda_dir, make_video,
+                                                                           capsys):
+    assert_user_error(cli(capsys, "eval", "five-criteria", "--data-dir", "/nope", "--output-dir", tmp_path / "o",
                               "--backend", "rule"), "/nope", "not found")
     (tmp_path / "bench").mkdir()
-    assert_user_error(run_cli("eval", "five-criteria", "--data-dir", tmp_path / "bench", "--output-dir",
+    assert_user_error(cli(capsys, "eval", "five-criteria", "--data-dir", tmp_path / "bench", "--output-dir",
                               tmp_path / "o", "--backend", "rule"), "merge.jsonl", "--model-dir")
     make_video("clip0.mp4")
     (tmp_path / "test_q.json").write_text(json.dumps([{"video_name": "clip0", "question": "what?", "question_id": 1}]))
     (tmp_path / "test_a.json").write_text(json.dumps([{"answer": "a square", "question_id": 1}]))
     source = ("--questions", tmp_path / "test_q.json", "--answers", tmp_path / "test_a.json", "--video-dir", tmp_path)
-    assert_user_error(run_cli("eval", "run", tiny_videopanda_dir, *source, "--batch-size", "0", "--output-dir",
+    assert_user_error(cli(capsys, "eval", "run", tiny_videopanda_dir, *source, "--batch-size", "0", "--output-dir",
                               tmp_path / "run"), "batch size")
 
 
 # ----------------------------------------------------------------------------- training flags and stage chains
 
 
-def test_train_refuses_shared_stage_dirs_idle_data_root_and_missing_deepspeed_before_training(tmp_path):
-    assert_user_error(run_cli("train", "--stages", "pretrain,finetune", "--config-dir", "configs/small",
+def test_train_refuses_shared_stage_dirs_idle_data_root_and_missing_deepspeed_before_training(tmp_path, capsys):
+    assert_user_error(cli(capsys, "train", "--stages", "pretrain,finetune", "--config-dir", "configs/small",
                               f"output_dir={tmp_path / 'run'}"), "share output_dir")
-    assert_user_error(run_cli("train", "--config", "configs/small/prealign.yaml", "--data-root", tmp_path),
+    assert_user_error(cli(capsys, "train", "--config", "configs/small/prealign.yaml", "--data-root", tmp_path),
                       "--data-root", "change nothing")
-    assert_user_error(run_cli("train", "--config", "configs/prealign.yaml", "--data-root", tmp_path / "nope"),
+    assert_user_error(cli(capsys, "train", "--config", "configs/prealign.yaml", "--data-root", tmp_path / "nope"),
                       "nope", "not a directory")
     if importlib.util.find_spec("deepspeed") is None:
-        assert_user_error(run_cli("train", "--config", "configs/finetune.yaml", "--data-root", tmp_path),
+        assert_user_error(cli(capsys, "train", "--config", "configs/finetune.yaml", "--data-root", tmp_path),
                           "deepspeed package")
     assert not (tmp_path / "run").exists()
 
@@ -190,25 +218,26 @@ def test_readme_python_example_runs(tiny_videopanda_dir, make_video, tmp_path, m
 # ----------------------------------------------------------------------------- misleading messages, input edge cases
 
 
-def test_ask_and_convert_name_the_real_problem(tmp_path, tiny_videopanda_dir, make_video):
+def test_ask_and_convert_name_the_real_problem(tmp_path, tiny_videopanda_dir, make_video, capsys):
     video = make_video("clip.mp4")
     ask = ("ask", "--max-new-tokens", "2", "--video", video)
-    assert_user_error(run_cli(*ask, "--model", tmp_path / "missing_dir", "what?"), "missing_dir", "not found")
-    assert_user_error(run_cli(*ask, "--model", tiny_videopanda_dir, "   "), "question is empty")
-    assert_user_error(run_cli(*ask, "--model", tiny_videopanda_dir, "--device", "cuda", "what?"),
+    assert_user_error(cli(capsys, *ask, "--model", tmp_path / "missing_dir", "what?"), "missing_dir", "not found")
+    assert_user_error(cli(capsys, *ask, "--model", tiny_videopanda_dir, "   "), "question is empty")
+    assert_user_error(cli(capsys, *ask, "--model", tiny_videopanda_dir, "--device", "cuda", "what?"),
                       "no CUDA device", "--device cpu")
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00not a video" * 64)
-    assert_user_error(run_cli("ask", "--video", tmp_path / "corrupt.mp4", "--model", tiny_videopanda_dir, "what?"),
+    assert_user_error(cli(capsys, "ask", "--video", tmp_path / "corrupt.mp4", "--model", tiny_videopanda_dir, "what?"),
                       "corrupt.mp4")
+    # A fresh process, where nothing but the CLI has imported the package: its config must be registered there.
     done = run_cli(*ask, "--model", tiny_videopanda_dir, "--json", "Что <image> движется?")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Что <image> движется?" in done.stdout  # not \\u-escaped; and the typed tag did not crash
     assert "to instantiate a model of type" not in done.stderr  # the config is registered with AutoConfig
-    assert_user_error(run_cli("convert", "--release", tmp_path / "nonexistent", "--out", tmp_path / "o"),
+    assert_user_error(cli(capsys, "convert", "--release", tmp_path / "nonexistent", "--out", tmp_path / "o"),
                       "nonexistent", "not found")
-    assert_user_error(run_cli("convert", "--release", tiny_videopanda_dir, "--out", tmp_path / "o"),
+    assert_user_error(cli(capsys, "convert", "--release", tiny_videopanda_dir, "--out", tmp_path / "o"),
                       "not a release checkpoint", "already a Video-Panda model")
-    assert_user_error(run_cli("convert", "--release", tmp_path, "--out", tmp_path / "o"),
+    assert_user_error(cli(capsys, "convert", "--release", tmp_path, "--out", tmp_path / "o"),
                       "not a release checkpoint", "no config.json")
 
 

@@ -18,9 +18,10 @@ STAB_TESTS = str(Path(__file__).with_name("test_stab.py"))
 
 
 def run_pytest(golden: Path, *args: str) -> subprocess.CompletedProcess:
-    """pytest on the STAB golden test only, with ``golden`` as the case directory."""
+    """pytest on the STAB golden test only, with ``golden`` as the case directory (in one process: ``-n 0``)."""
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", STAB_TESTS, "-k", "matches_release", *args],
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", STAB_TESTS, "-k", "matches_release",
+         *args],
         capture_output=True, text=True, env={**os.environ, "VIDEOPANDA_GOLDEN_DIR": str(golden)},
     )
 

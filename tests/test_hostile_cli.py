@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli_errors import assert_user_error
-from videopanda.cli import main
+from test_cli_errors import assert_user_error, cli
 from videopanda.eval.jsonl import read_jsonl
 from videopanda.eval.judge.release_files import item_path, read_release
 from videopanda.eval.judge.runner import read_metrics
@@ -31,16 +30,6 @@ NAMES = ("--benchmark-name", "B", "--model-name", "M")
 LONG_ID = "x" * 300
 HOSTILE_IDS = ["../../evil", "../../victim", "msvd/clip1", "a\\b", "nul\x00id", "ünï/☃", LONG_ID, "..", ".hidden",
                "%41", "A", "v_1"]
-
-
-def cli(capsys, *argv) -> subprocess.CompletedProcess:
-    """``videopanda ARGV`` in this process, as a finished process (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:  # argparse refusing a flag
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 def tree(root: Path) -> dict[str, bytes | None]:

@@ -241,7 +241,7 @@ def wait_for(condition, timeout_s: float = 10.0) -> None:
 
 
 @pytest.mark.slow
-def test_serve_smollm2_survives_an_oversized_message_and_a_dropped_story(tmp_path):
+def test_serve_smollm2_survives_an_oversized_message_and_a_dropped_story(tmp_path, smollm2_converted):
     served = Served(["smollm2"], tmp_path / "smollm2.log", timeout_s=600)
     try:
         idle = statistics.median(timed(served.ask) for _ in range(3))

@@ -178,3 +178,26 @@ def test_summarize_reports_both_accuracy_and_score_conventions():
 ])
 def test_rule_match(answer, pred, hit):
     assert rule_match(answer, pred) is hit
+
+
+def test_local_backend_sends_the_system_and_user_turns_to_its_chat_llm(tmp_path, smollm2_tokenizer):
+    """The local judge (a chat LLM in this process) on a tiny random LLaMA: it asks the LLM for a greedy reply to
+    exactly the judge's system and user turns (the quickstart's judge runs it on SmolLM2, in the slow tier)."""
+    from test_train_support import write_tiny_llm
+    from videopanda.eval.judge.local_backend import LocalBackend
+    from videopanda.eval.predict import ChatLLM
+
+    llm = ChatLLM.load(write_tiny_llm(tmp_path / "judge", smollm2_tokenizer))
+    generate, asked = llm.reply, []
+
+    def recorded(messages, max_new_tokens):  # the real LLM replies; the request is kept
+        asked.append((list(messages), max_new_tokens))
+        return generate(messages, max_new_tokens)
+
+    llm.reply = recorded
+    backend = LocalBackend(llm, max_new_tokens=4)
+    system, user = get_prompt("qa").render(ITEM)
+    reply = backend.complete(system, user)
+    turns = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    assert backend.model == "judge" and asked == [(turns, 4)]
+    assert reply and reply == generate(turns, 4)

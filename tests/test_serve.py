@@ -401,7 +401,7 @@ def test_a_port_in_use_is_reported_before_serving():
 
 
 @pytest.fixture(scope="module")
-def smollm2_chat():
+def smollm2_chat(smollm2_converted):
     from videopanda.inference import ChatLLM
 
     return ChatLLM.load("smollm2")

@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 from test_train_support import stage_overrides, write_tiny_llm, write_video_dataset
 
 pytestmark = pytest.mark.slow
+# One-process runs (no torchrun): a work unit of their own, beside the two-rank runs (conftest.xdist_unit).
+ONE_PROCESS_UNIT = pytest.mark.xdist_group("test_train_runs_one_process")
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -58,6 +60,7 @@ def assert_same_weights(a: dict, b: dict, **tolerance) -> None:
         torch.testing.assert_close(a[name], b[name], msg=lambda m, n=name: f"{n}: {m}", **tolerance)
 
 
+@ONE_PROCESS_UNIT
 def test_resume_after_sigkill_ends_like_an_uninterrupted_run(world):
     root, settings = world["root"], {"max_steps": 6, "save_steps": 2, "optim.group_lr.visual": 1e-3}
     straight = write_config(world, root / "straight", **settings)
@@ -284,6 +287,7 @@ def test_zero3_bf16_with_a_text_only_batch_on_one_rank(world):
     assert any(k.endswith("running_var") for k in final_weights(output))  # buffers are in what was checked
 
 
+@ONE_PROCESS_UNIT
 def test_one_process_zero2_bf16_lora_without_a_launcher(world):
     """``videopanda train`` alone (no torchrun, no RANK) with ZeRO-2 in bf16 and LoRA, as the README's smoke
     test runs the release configs: a one-process world, adapters trained, and a merged model that loads."""
