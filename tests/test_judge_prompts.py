@@ -185,7 +185,7 @@ def test_local_backend_sends_the_system_and_user_turns_to_its_chat_llm(tmp_path,
     exactly the judge's system and user turns (the quickstart's judge runs it on SmolLM2, in the slow tier)."""
     from test_train_support import write_tiny_llm
     from videopanda.eval.judge.local_backend import LocalBackend
-    from videopanda.eval.predict import ChatLLM
+    from videopanda.inference import ChatLLM
 
     llm = ChatLLM.load(write_tiny_llm(tmp_path / "judge", smollm2_tokenizer))
     generate, asked = llm.reply, []
