@@ -1,0 +1,134 @@
+"""vLLM with our plugin answers as `videopanda ask` (float32, CPU), and `eval run --endpoint` against it writes
+the local `eval run`'s merge.jsonl. Runs only with ``--vllm-python PATH`` (vLLM's own environment, built by
+``scripts/vllm_env.sh``); the server starts once (1-2 minutes on 2 cores) on the reduced quickstart's model.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from conftest import assert_same_greedy_answer
+from videopanda.cli import main
+from videopanda.data.decode import find_video_file
+from videopanda.data.synth import QA_DIR
+from videopanda.eval.jsonl import read_jsonl
+from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+
+pytestmark = pytest.mark.slow
+MAX_NEW_TOKENS = 12
+SERVED_NAME = "videopanda-quickstart"
+START_TIMEOUT_S = 420
+
+
+@pytest.fixture(scope="module")
+def vllm_python(pytestconfig) -> Path:
+    path = pytestconfig.getoption("--vllm-python")
+    if not path:
+        pytest.skip("needs --vllm-python PATH (vLLM's environment: scripts/vllm_env.sh)")
+    return Path(path)
+
+
+@pytest.fixture(scope="module")
+def held_out(quickstart_dir):
+    """[(id, video path, question)] of the reduced quickstart's held-out set (three videos)."""
+    qa = quickstart_dir / "data" / QA_DIR
+    return [(str(q["question_id"]), find_video_file(qa / "videos", q["video_name"]), q["question"])
+            for q in json.loads((qa / "test_q.json").read_text())]
+
+
+@pytest.fixture(scope="module")
+def predictor(quickstart_dir):
+    """`videopanda ask`'s path in float32 on the CPU (tests/test_same_answers.py: ask == predictor.ask)."""
+    config = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, batch_size=1)
+    return VideoPandaPredictor.from_pretrained(quickstart_dir / "model", config, dtype="float32")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_url(vllm_python, quickstart_dir, tmp_path_factory):
+    """`python -m videopanda.vllm.serve` of the quickstart model in float32; its base URL."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    command = [str(vllm_python), "-m", "videopanda.vllm.serve", str(quickstart_dir / "model"), "--port", str(port),
+               "--dtype", "float32", "--served-model-name", SERVED_NAME, "--allowed-local-media-path",
+               str(quickstart_dir), "--max-model-len", "4096", "--max-num-seqs", "8"]
+    with log.open("w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    client = openai.OpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=10)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError:
+                assert server.poll() is None, f"vLLM exited ({server.returncode}):\n{log.read_text()[-4000:]}"
+                assert time.monotonic() < deadline, f"vLLM did not start:\n{log.read_text()[-4000:]}"
+                time.sleep(2)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _chat(url: str, video_url: str, question: str) -> str:
+    client = openai.OpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=300)
+    reply = client.chat.completions.create(
+        model=SERVED_NAME, max_tokens=MAX_NEW_TOKENS, temperature=0,
+        messages=[{"role": "user", "content": [{"type": "video_url", "video_url": {"url": video_url}},
+                                               {"type": "text", "text": question}]}])
+    return (reply.choices[0].message.content or "").strip()
+
+
+def test_vllm_answers_as_ask(vllm_url, predictor, held_out, quickstart_dir):
+    assert len(held_out) >= 3
+    answers = {}
+    for qid, video, question in held_out:  # the server reads the file (file:// under its allowed folder)
+        answers[qid] = _chat(vllm_url, video.resolve().as_uri(), question)
+        assert_same_greedy_answer(predictor, predictor.load_video(video), question, answers[qid])
+    qid, video, question = held_out[0]  # the video inline (data: URL), as `eval run --endpoint` sends it
+    inline = f"data:video/mp4;base64,{base64.b64encode(video.read_bytes()).decode('ascii')}"
+    assert _chat(vllm_url, inline, question) == answers[qid]
+    command = ["videopanda", "ask", "--model", str(quickstart_dir / "model"), "--video", str(video),
+               "--max-new-tokens", str(MAX_NEW_TOKENS), "--dtype", "float32", "--json", question]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1])["answer"] == predictor.ask(video, question)
+
+
+def test_eval_run_endpoint_writes_the_local_merge_jsonl(vllm_url, predictor, quickstart_dir, tmp_path):
+    qa = quickstart_dir / "data" / QA_DIR
+    common = ["--questions", str(qa / "test_q.json"), "--answers", str(qa / "test_a.json"), "--video-dir",
+              str(qa / "videos"), "--max-new-tokens", str(MAX_NEW_TOKENS)]
+    local, served = tmp_path / "local", tmp_path / "vllm"
+    assert main(["eval", "run", str(quickstart_dir / "model"), *common, "--output-dir", str(local),
+                 "--batch-size", "1", "--dtype", "float32"]) == 0
+    assert main(["eval", "run", "--endpoint", vllm_url, "--endpoint-model", SERVED_NAME, *common,
+                 "--output-dir", str(served), "--workers", "4"]) == 0
+    local_rows = {str(r["id"]): r for r in read_jsonl(local / "merge.jsonl")}
+    served_rows = {str(r["id"]): r for r in read_jsonl(served / "merge.jsonl")}
+    assert set(served_rows) == set(local_rows) and len(local_rows) >= 3
+    videos = {str(q["question_id"]): find_video_file(qa / "videos", q["video_name"])
+              for q in json.loads((qa / "test_q.json").read_text())}
+    for qid, row in local_rows.items():
+        assert {k: v for k, v in served_rows[qid].items() if k != "pred"} == {k: v for k, v in row.items()
+                                                                               if k != "pred"}
+        if served_rows[qid]["pred"] != row["pred"]:  # up to near-ties of the logits
+            assert_same_greedy_answer(predictor, predictor.load_video(videos[qid]), row["question"],
+                                      served_rows[qid]["pred"])
