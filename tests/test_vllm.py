@@ -9,6 +9,7 @@ import base64
 import json
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def vllm_url(vllm_python, quickstart_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     command = [str(vllm_python), "-m", "videopanda.vllm.serve", str(quickstart_dir / "model"), "--port", str(port),
                "--dtype", "float32", "--served-model-name", SERVED_NAME, "--allowed-local-media-path",
-               str(quickstart_dir), "--max-model-len", "4096", "--max-num-seqs", "8"]
+               str(quickstart_dir), "--max-model-len", "4096", "--max-num-seqs", "8",
+               "--kv-cache-memory-bytes", str(2**30)]  # on CPU: a KV cache of 1 GiB, not 92% of the memory
     with log.open("w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
@@ -106,7 +108,7 @@ def test_vllm_answers_as_ask(vllm_url, predictor, held_out, quickstart_dir):
     qid, video, question = held_out[0]  # the video inline (data: URL), as `eval run --endpoint` sends it
     inline = f"data:video/mp4;base64,{base64.b64encode(video.read_bytes()).decode('ascii')}"
     assert _chat(vllm_url, inline, question) == answers[qid]
-    command = ["videopanda", "ask", "--model", str(quickstart_dir / "model"), "--video", str(video),
+    command = [sys.executable, "-m", "videopanda", "ask", "--model", str(quickstart_dir / "model"), "--video", str(video),
                "--max-new-tokens", str(MAX_NEW_TOKENS), "--dtype", "float32", "--json", question]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     assert json.loads(done.stdout.strip().splitlines()[-1])["answer"] == predictor.ask(video, question)

@@ -54,10 +54,10 @@ class VideoPandaForVLLM(nn.Module, SupportsMultiModal):
         if config.image_token_id is None:
             raise ValueError("the model directory's config has no image_token_id: it was never given a tokenizer")
         self.config = config
-        with self._mark_tower_model(vllm_config, "video"):
+        with SupportsMultiModal._mark_tower_model(self, vllm_config, "video"):  # (typed through the interface)
             self.stab = STAB(config).eval()  # inference: BatchNorm statistics, no dropout
             self.projector = build_projector(config.stab_hidden_size, config.llm_hidden_size)
-        with self._mark_language_model(vllm_config):
+        with SupportsMultiModal._mark_language_model(self, vllm_config):
             self.language_model = init_vllm_registered_model(
                 vllm_config=vllm_config, hf_config=config.llm_config, prefix=maybe_prefix(prefix, "language_model")
             )
