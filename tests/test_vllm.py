@@ -108,8 +108,8 @@ def test_vllm_answers_as_ask(vllm_url, predictor, held_out, quickstart_dir):
     qid, video, question = held_out[0]  # the video inline (data: URL), as `eval run --endpoint` sends it
     inline = f"data:video/mp4;base64,{base64.b64encode(video.read_bytes()).decode('ascii')}"
     assert _chat(vllm_url, inline, question) == answers[qid]
-    command = [sys.executable, "-m", "videopanda", "ask", "--model", str(quickstart_dir / "model"), "--video", str(video),
-               "--max-new-tokens", str(MAX_NEW_TOKENS), "--dtype", "float32", "--json", question]
+    command = [sys.executable, "-m", "videopanda", "ask", "--model", str(quickstart_dir / "model"), "--video",
+               str(video), "--max-new-tokens", str(MAX_NEW_TOKENS), "--dtype", "float32", "--json", question]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     assert json.loads(done.stdout.strip().splitlines()[-1])["answer"] == predictor.ask(video, question)
 
