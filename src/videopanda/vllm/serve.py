@@ -19,18 +19,26 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
 from videopanda.data.conversation import SeparatorTemplate, get_template
 from videopanda.eval.predict import model_template
 from videopanda.model.configuration_videopanda import VideoPandaConfig
 from videopanda.vllm import VIDEO_LOADER
 
 
-def vicuna_chat_template(template: SeparatorTemplate) -> str:
+def vicuna_chat_template(template: SeparatorTemplate, tokenizer: PreTrainedTokenizerBase) -> str:
     """The release's prompt (``SeparatorTemplate.segments``) as a Jinja chat template for vLLM:
-    ``<s>{system} USER: {q} ASSISTANT: {a}</s>USER: {q2} ASSISTANT:``."""
+    ``<s>{system} USER: {q} ASSISTANT: {a}</s>USER: {q2} ASSISTANT:``, where ``<s>`` is what the tokenizer adds
+    in front of a text (our processor tokenises this template's text with ``add_special_tokens``; vLLM
+    tokenises a rendered chat without)."""
     user, assistant = template.roles
+    with_special = tokenizer("x", add_special_tokens=template.add_special_tokens)["input_ids"]
+    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+    added = with_special[: len(with_special) - len(plain)] if with_special[-len(plain):] == plain else []
+    prefix = "".join(tokenizer.convert_ids_to_tokens(added))
     return (
-        "{{ bos_token }}" + json.dumps(template.system + template.separator)[1:-1]
+        json.dumps(prefix + template.system + template.separator)[1:-1]
         + "{% for message in messages %}{% if message['role'] == 'user' %}"
         + f"{user}: {{{{ message['content'] }}}}{template.separator}{assistant}:"
         + "{% elif message['role'] == 'assistant' %}"
@@ -52,7 +60,7 @@ def vllm_argv(args: argparse.Namespace, extra: Sequence[str], chat_template_dir:
     ]
     if isinstance(template, SeparatorTemplate):  # the release's Vicuna form: no tokenizer template holds it
         path = chat_template_dir / "vicuna.jinja"
-        path.write_text(vicuna_chat_template(template))
+        path.write_text(vicuna_chat_template(template, AutoTokenizer.from_pretrained(args.model_dir)))
         argv += ["--chat-template", str(path)]
     if args.allowed_local_media_path:
         argv += ["--allowed-local-media-path", str(Path(args.allowed_local_media_path).resolve())]
