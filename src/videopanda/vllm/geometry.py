@@ -2,7 +2,8 @@
 
 Everything the plugin knows about frame geometry comes through ``video_geometry``, from our public
 functions: ``preprocess_frames`` (resize, pad, mask; as ``VideoPandaPredictor.preprocess_video`` calls it)
-and ``VideoPandaProcessor.frame_token_counts`` / ``chunk_lengths``.
+and ``VideoPandaProcessor.frame_token_counts`` / ``chunk_lengths``. ``largest_video`` is the input of the
+most visual tokens, which vLLM sizes its buffers by.
 """
 
 from __future__ import annotations
@@ -32,3 +33,9 @@ def video_geometry(processor: VideoPandaProcessor, frames: np.ndarray) -> VideoG
     ).pixel_values
     return VideoGeometry(pixel_values, processor.frame_token_counts(pixel_values),
                          processor.chunk_lengths(pixel_values.shape[0]))
+
+
+def largest_video(processor: VideoPandaProcessor) -> np.ndarray:
+    """(num_frames, S, S, 3) uint8: the model's frames per video, each filling the square canvas (no padding)."""
+    config = processor.config
+    return np.full((config.num_frames, config.image_size, config.image_size, 3), 128, np.uint8)

@@ -27,7 +27,7 @@ from vllm.multimodal.processing import (
 
 from videopanda.data.processing_videopanda import VideoPandaProcessor
 from videopanda.model.configuration_videopanda import IMAGE_TOKEN, VideoPandaConfig
-from videopanda.vllm.geometry import video_geometry
+from videopanda.vllm.geometry import largest_video, video_geometry
 
 
 class VideoPandaProcessingInfo(BaseProcessingInfo):
@@ -46,12 +46,7 @@ class VideoPandaProcessingInfo(BaseProcessingInfo):
         return {}  # the geometry is the model's own: nothing to set per request
 
     def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
-        return {"video": int(video_geometry(self.processor, self.largest_video()).tokens_per_frame.sum())}
-
-    def largest_video(self) -> np.ndarray:
-        """A video of the most tokens: the model's frames per video, each filling the square canvas."""
-        config = self.get_hf_config()
-        return np.full((config.num_frames, config.image_size, config.image_size, 3), 128, np.uint8)
+        return {"video": int(video_geometry(self.processor, largest_video(self.processor)).tokens_per_frame.sum())}
 
 
 class VideoPandaDummyInputsBuilder(BaseDummyInputsBuilder[VideoPandaProcessingInfo]):
@@ -59,7 +54,7 @@ class VideoPandaDummyInputsBuilder(BaseDummyInputsBuilder[VideoPandaProcessingIn
         return IMAGE_TOKEN * mm_counts.get("video", 0)
 
     def get_dummy_mm_data(self, seq_len: int, mm_counts: Mapping[str, int], mm_options: Any = None) -> dict:
-        return {"video": [self.info.largest_video()] * mm_counts.get("video", 0)}
+        return {"video": [largest_video(self.info.processor)] * mm_counts.get("video", 0)}
 
 
 class VideoPandaMultiModalProcessor(BaseMultiModalProcessor[VideoPandaProcessingInfo]):
