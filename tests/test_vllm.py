@@ -21,7 +21,7 @@ from videopanda.cli import main
 from videopanda.data.decode import find_video_file
 from videopanda.data.synth import QA_DIR
 from videopanda.eval.jsonl import read_jsonl
-from videopanda.eval.predict import GenerationConfig, VideoPandaPredictor
+from videopanda.inference import GenerationConfig, VideoPandaPredictor
 
 pytestmark = pytest.mark.slow
 MAX_NEW_TOKENS = 12

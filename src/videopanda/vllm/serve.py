@@ -22,8 +22,9 @@ from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from videopanda.data.conversation import SeparatorTemplate, get_template
-from videopanda.eval.predict import model_template
+from videopanda.inference.predictor import model_template  # this launcher execs vLLM: its imports end there
 from videopanda.model.configuration_videopanda import VideoPandaConfig
+from videopanda.model.directory import ModelDirError, require_videopanda_dir
 from videopanda.vllm import VIDEO_LOADER
 
 
@@ -84,8 +85,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
 
 def main(argv: Sequence[str] | None = None) -> None:
     args, extra = parse_args(argv)
-    if not (args.model_dir / "config.json").is_file():
-        sys.exit(f"error: model directory {args.model_dir} not found (or without config.json)")
+    try:
+        require_videopanda_dir(args.model_dir)
+    except ModelDirError as err:
+        sys.exit(f"error: {err}")
     command = vllm_argv(args, extra, Path(tempfile.mkdtemp(prefix="videopanda-vllm-")))
     print("+", " ".join(command), file=sys.stderr, flush=True)
     os.execv(sys.executable, command)
