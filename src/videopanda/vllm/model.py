@@ -5,16 +5,18 @@ Shape legend: F frames of the batch's videos, C chunks, S frame side, N visual t
 
 Weights load from any of our model directories (training output, ``convert --release``, the quickstart,
 a merged LoRA): ``stab.*`` and ``projector.*`` as they are, ``language_model.*`` through vLLM's loader
-of the text model; the training-only distillation head is dropped (``hf_to_vllm_mapper``).
+of the text model (its class from ``text_config.model_type``); everything else is dropped (``hf_to_vllm_mapper``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 from vllm.config import VllmConfig
 from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsMultiModal
 from vllm.model_executor.models.utils import (
@@ -40,7 +42,9 @@ from videopanda.vllm.processing import (
     VideoPandaMultiModalProcessor, info=VideoPandaProcessingInfo, dummy_inputs=VideoPandaDummyInputsBuilder
 )
 class VideoPandaForVLLM(nn.Module, SupportsMultiModal):
-    hf_to_vllm_mapper = WeightsMapper(orig_to_new_prefix={"distill_head.": None})  # training only
+    # Only the model's own weights load: a directory's distillation head and a converted release's teacher
+    # (teacher.safetensors beside the model, which vLLM reads as one more shard) are training-only.
+    hf_to_vllm_mapper = WeightsMapper(orig_to_new_regex={re.compile(r"^(?!stab\.|projector\.|language_model\.)"): None})
 
     @classmethod
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:
@@ -59,7 +63,8 @@ class VideoPandaForVLLM(nn.Module, SupportsMultiModal):
             self.projector = build_projector(config.stab_hidden_size, config.llm_hidden_size)
         with SupportsMultiModal._mark_language_model(self, vllm_config):
             self.language_model = init_vllm_registered_model(
-                vllm_config=vllm_config, hf_config=config.llm_config, prefix=maybe_prefix(prefix, "language_model")
+                vllm_config=vllm_config, hf_config=config.llm_config, architectures=[causal_lm_class(config)],
+                prefix=maybe_prefix(prefix, "language_model"),
             )
         self.make_empty_intermediate_tensors = self.language_model.make_empty_intermediate_tensors
 
@@ -99,6 +104,15 @@ class VideoPandaForVLLM(nn.Module, SupportsMultiModal):
 
     def load_weights(self, weights: Iterable[tuple[str, Tensor]]) -> set[str]:
         return AutoWeightsLoader(self).load_weights(weights, mapper=self.hf_to_vllm_mapper)
+
+
+def causal_lm_class(config: VideoPandaConfig) -> str:
+    """The text model's class name, as ``VideoPandaForCausalLM`` builds it (``AutoModelForCausalLM`` of
+    ``text_config``): a converted release's text_config still names the release's ``LlavaLlamaForCausalLM``."""
+    model_type = config.llm_config.model_type
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ValueError(f"text_config's model_type {model_type!r} is no causal LM transformers knows")
+    return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]
 
 
 def _cat(value: Any) -> Tensor:
