@@ -6,6 +6,7 @@ the local `eval run`'s merge.jsonl. Runs only with ``--vllm-python PATH`` (vLLM'
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import subprocess
@@ -58,14 +59,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def vllm_url(vllm_python, quickstart_dir, tmp_path_factory):
-    """`python -m videopanda.vllm.serve` of the quickstart model in float32; its base URL."""
+@contextlib.contextmanager
+def served(vllm_python: Path, model_dir: Path, media_root: Path, log: Path):
+    """`python -m videopanda.vllm.serve MODEL_DIR` in float32, files under ``media_root`` allowed; its base URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("vllm") / "server.log"
-    command = [str(vllm_python), "-m", "videopanda.vllm.serve", str(quickstart_dir / "model"), "--port", str(port),
+    command = [str(vllm_python), "-m", "videopanda.vllm.serve", str(model_dir), "--port", str(port),
                "--dtype", "float32", "--served-model-name", SERVED_NAME, "--allowed-local-media-path",
-               str(quickstart_dir), "--max-model-len", "4096", "--max-num-seqs", "8",
+               str(media_root), "--max-model-len", "4096", "--max-num-seqs", "8",
                "--kv-cache-memory-bytes", str(2**30)]  # on CPU: a KV cache of 1 GiB, not 92% of the memory
     with log.open("w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -90,20 +90,38 @@ def vllm_url(vllm_python, quickstart_dir, tmp_path_factory):
             server.kill()
 
 
+@pytest.fixture(scope="module")
+def vllm_url(vllm_python, quickstart_dir, tmp_path_factory):
+    """The quickstart's model on vLLM."""
+    with served(vllm_python, quickstart_dir / "model", quickstart_dir, tmp_path_factory.mktemp("vllm") / "log") as url:
+        yield url
+
+
 def _chat(url: str, video_url: str, question: str) -> str:
+    return _chat_with_usage(url, video_url, question)[0]
+
+
+def _chat_with_usage(url: str, video_url: str, question: str) -> tuple[str, int]:
+    """The greedy reply (stripped, as our decode strips it) and its prompt's token count."""
     client = openai.OpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=300)
     reply = client.chat.completions.create(
         model=SERVED_NAME, max_tokens=MAX_NEW_TOKENS, temperature=0,
         messages=[{"role": "user", "content": [{"type": "video_url", "video_url": {"url": video_url}},
                                                {"type": "text", "text": question}]}])
-    return (reply.choices[0].message.content or "").strip()
+    return (reply.choices[0].message.content or "").strip(), reply.usage.prompt_tokens if reply.usage else -1
+
+
+def _prompt_tokens(predictor, video: Path, question: str) -> int:
+    """Our processor's prompt length: the template's text and each frame's visual tokens."""
+    return predictor.processor.build_prompt(question, predictor.load_video(video))["input_ids"].shape[1]
 
 
 def test_vllm_answers_as_ask(vllm_url, predictor, held_out, quickstart_dir):
     assert len(held_out) >= 3
     answers = {}
     for qid, video, question in held_out:  # the server reads the file (file:// under its allowed folder)
-        answers[qid] = _chat(vllm_url, video.resolve().as_uri(), question)
+        answers[qid], prompt_tokens = _chat_with_usage(vllm_url, video.resolve().as_uri(), question)
+        assert prompt_tokens == _prompt_tokens(predictor, video, question)
         assert_same_greedy_answer(predictor, predictor.load_video(video), question, answers[qid])
     qid, video, question = held_out[0]  # the video inline (data: URL), as `eval run --endpoint` sends it
     inline = f"data:video/mp4;base64,{base64.b64encode(video.read_bytes()).decode('ascii')}"
@@ -134,3 +152,41 @@ def test_eval_run_endpoint_writes_the_local_merge_jsonl(vllm_url, predictor, qui
         if served_rows[qid]["pred"] != row["pred"]:  # up to near-ties of the logits
             assert_same_greedy_answer(predictor, predictor.load_video(videos[qid]), row["question"],
                                       served_rows[qid]["pred"])
+
+
+@pytest.fixture(scope="module")
+def converted_release(tmp_path_factory) -> Path:
+    """`videopanda convert --release` of a random release-layout checkpoint (tests/test_release.py's fake
+    release: LLaVA config, word-level tokenizer, teacher weights), its LLaMA at head size 64 (vLLM's CPU
+    attention takes 32 and up)."""
+    import torch
+
+    from conftest import tiny_llama_config
+    from test_release import WORDS, release_config_json, write_release
+    from videopanda.model.configuration_videopanda import VideoPandaConfig
+    from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
+
+    torch.manual_seed(0)
+    text = tiny_llama_config(vocab_size=len(WORDS), hidden_size=128, num_attention_heads=2, num_key_value_heads=2)
+    model = VideoPandaForCausalLM(VideoPandaConfig(
+        text_config=text, stab_hidden_size=32, image_size=112, teacher_image_size=56, use_distillation=True,
+        teacher_hidden_size=16)).eval()
+    root = tmp_path_factory.mktemp("release")
+    release = write_release(root / "release", model, "safetensors")
+    (release / "config.json").write_text(json.dumps({**release_config_json(), "hidden_size": 128,
+                                                     "num_attention_heads": 2}))
+    assert main(["convert", "--release", str(release), "--out", str(root / "ours")]) == 0
+    return root / "ours"
+
+
+def test_vllm_answers_as_ask_on_a_converted_release(vllm_python, converted_release, held_out, tmp_path):
+    config = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, batch_size=1)
+    predictor = VideoPandaPredictor.from_pretrained(converted_release, config, dtype="float32")
+    assert predictor.template == "vicuna_v1_eval"  # served through our Vicuna chat template
+    media = held_out[0][1].parent
+    with served(vllm_python, converted_release, media, tmp_path / "log") as url:
+        for i, (_, video, _) in enumerate(held_out):
+            question = f"w{3 + i} w7 w12"  # words of the release tokenizer's vocabulary
+            answer, prompt_tokens = _chat_with_usage(url, video.resolve().as_uri(), question)
+            assert prompt_tokens == _prompt_tokens(predictor, video, question)
+            assert answer == predictor.ask(video, question)  # (the near-tie helper's stop strings need a BPE)
