@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py [--out DIR]         # on a CUDA machine: everything, bf16
     python benchmarks/gpu_check.py --out DIR           # on a CPU machine: what needs CUDA is skipped
+    python benchmarks/gpu_check.py --vllm-python .venv-vllm/bin/python   # with the vLLM row
 
 Each check runs on a tiny LLaMA (2 layers, width 32) around the embedded SmolLM2 tokenizer and
 a small synthetic video set, so the whole run stays within minutes:
@@ -10,7 +11,10 @@ a small synthetic video set, so the whole run stays within minutes:
   DDP (the plain Trainer), FSDP2 (full shard), DeepSpeed ZeRO-2 and ZeRO-3 (needs ``deepspeed``);
 * a LoRA step and a QLoRA step (bitsandbytes NF4, CUDA only) of the finetune stage;
 * greedy generation and an ``eval run`` of the synthetic held-out QA set;
-* the STAB speed at 224x224, 8 frames, in bf16 (CUDA; 112x112 float32 on a CPU).
+* the STAB speed at 224x224, 8 frames, in bf16 (CUDA; 112x112 float32 on a CPU);
+* vLLM with our plugin (``--vllm-python``, vLLM's environment from ``scripts/vllm_env.sh``; CUDA): a
+  SmolLM2-based model served in bf16, ``eval run --endpoint`` against it and the local ``eval run``
+  (answers equal, questions/s of each). On a CPU, tests/test_vllm.py proves the same in float32.
 
 Prints one markdown table: check, pass / FAIL / skip, seconds, a figure or the reason.
 Exits 1 if any check failed.
@@ -53,6 +57,7 @@ class World:
     llm: Path
     data: Path  # a `videopanda data synth` root
     cuda: bool
+    vllm_python: Path | None = None  # vLLM's environment (scripts/vllm_env.sh), for the vLLM row
 
     @property
     def precision(self) -> str:
@@ -204,6 +209,63 @@ def check_stab_speed(world: World) -> str:
     return f"{1 / per_video:.1f} videos/s ({str(dtype).removeprefix('torch.')}, 8 frames {size}x{size}, d 1024)"
 
 
+def check_vllm(world: World) -> str:
+    """A SmolLM2-based Video-Panda (head size 64, as vLLM's GPU kernels want) served by vLLM: `eval run
+    --endpoint` against it answers as the local `eval run`; questions/s of each."""
+    import socket
+    import subprocess
+
+    import openai
+
+    from videopanda.cli import main
+    from videopanda.eval.jsonl import read_jsonl
+    from videopanda.model.modeling_videopanda import build_videopanda
+
+    if not world.cuda:
+        raise Skip("a GPU row: tests/test_vllm.py proves vLLM's answers on CPU (float32, --vllm-python)")
+    if world.vllm_python is None:
+        raise Skip("give --vllm-python (vLLM's environment: scripts/vllm_env.sh)")
+    model_dir = world.root / "vllm_model"
+    torch.manual_seed(0)
+    model, tokenizer = build_videopanda("smollm2", torch.bfloat16, **TINY_STAB)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    log = (world.root / "vllm.log").open("w")
+    server = subprocess.Popen([str(world.vllm_python), "-m", "videopanda.vllm.serve", str(model_dir), "--port",
+                               str(port), "--dtype", "bfloat16", "--served-model-name", "model",
+                               "--gpu-memory-utilization", "0.3"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        client, deadline = openai.OpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=5), time.time() + 600
+        while True:
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError as err:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"vLLM did not start (see {world.root / 'vllm.log'})") from err
+                time.sleep(2)
+        common = ["--benchmark", "Synth", "--data-root", str(world.data), "--max-new-tokens", "8"]
+        rates = {}
+        for name, argv in (("vLLM", ["--endpoint", url, "--endpoint-model", "model", "--workers", "16"]),
+                           ("local", [str(model_dir), "--device", "cuda", "--dtype", "bfloat16", "--batch-size", "8"])):
+            start = time.perf_counter()
+            if main(["eval", "run", *argv, *common, "--output-dir", str(world.root / f"eval_{name}")]) != 0:
+                raise RuntimeError(f"eval run ({name}) failed")
+            rates[name] = time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    local, served = ({r["id"]: r["pred"] for r in read_jsonl(world.root / f"eval_{n}" / "merge.jsonl")}
+                     for n in ("local", "vLLM"))
+    same = sum(served.get(k) == v for k, v in local.items())
+    return (f"{same}/{len(local)} answers equal to the local eval run (bf16: near-ties may differ); "
+            f"eval {len(local) / rates['vLLM']:.1f} q/s on vLLM, {len(local) / rates['local']:.1f} q/s local")
+
+
 CHECKS: list[tuple[str, Callable[[World], str]]] = [
     ("3 stages, DDP", check_ddp),
     ("3 stages, FSDP", check_fsdp),
@@ -213,11 +275,13 @@ CHECKS: list[tuple[str, Callable[[World], str]]] = [
     ("QLoRA step + merge", check_qlora),
     ("generation + eval run", check_generate_and_eval),
     ("STAB speed", check_stab_speed),
+    ("vLLM: eval run --endpoint", check_vllm),
 ]
 
 
-def run_checks(root: Path, only: list[str] | None = None) -> list[Result]:
+def run_checks(root: Path, only: list[str] | None = None, vllm_python: Path | None = None) -> list[Result]:
     world = make_world(root)
+    world.vllm_python = vllm_python
     results = []
     for name, check in CHECKS:
         if only and name not in only:
@@ -245,12 +309,13 @@ def render(results: list[Result], cuda: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="working directory (default: a temporary one)")
+    parser.add_argument("--vllm-python", type=Path, help="vLLM's environment's Python, for the vLLM row")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
-        results = run_checks(root)
+        results = run_checks(root, vllm_python=args.vllm_python)
     print(render(results, torch.cuda.is_available()))
     return 1 if any(r.status == "FAIL" for r in results) else 0
 

@@ -42,6 +42,8 @@ def pytest_addoption(parser) -> None:
                      help="let golden tests skip (e.g. a VIDEOPANDA_GOLDEN_DIR holding only some kinds)")
     parser.addoption("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
                      help="precision the inference and quickstart tests run in (default auto: this CPU's choice)")
+    parser.addoption("--vllm-python", metavar="PATH",
+                     help="the Python of vLLM's environment (scripts/vllm_env.sh): runs tests/test_vllm.py")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ import torch
 from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
-CUDA_ONLY = {"3 stages, FSDP", "3 stages, ZeRO-2", "3 stages, ZeRO-3", "QLoRA step + merge"}
+CUDA_ONLY = {"3 stages, FSDP", "3 stages, ZeRO-2", "3 stages, ZeRO-3", "QLoRA step + merge",
+             "vLLM: eval run --endpoint"}
 
 
 def load_gpu_check():
