@@ -36,7 +36,7 @@ def measure(num_frames: int, steps: int, device: str) -> dict[str, float]:
     frames = torch.randint(0, 255, (num_frames, 56, 56, 3), dtype=torch.uint8).numpy()
     visuals = preprocess_frames(frames, image_size=cfg.image_size, teacher_image_size=cfg.teacher_image_size,
                                 patch_size=cfg.patch_size, num_frames=num_frames, with_teacher=False)
-    processor = VideoPandaProcessor(tokenizer, cfg, template="chat_template")
+    processor = VideoPandaProcessor.for_model(tokenizer, cfg, template="chat_template")
     batch = {k: v.to(device) for k, v in processor.batch_prompts(["Describe the video."], [visuals]).items()}
     batch["labels"] = batch["input_ids"].clone()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)

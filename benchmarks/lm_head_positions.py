@@ -62,7 +62,7 @@ def time_steps(step: Step, model: VideoPandaForCausalLM, batches: list[dict], bf
 def quickstart_batches(model: VideoPandaForCausalLM, tokenizer, batch_size: int, steps: int) -> list[dict]:
     root = Path(tempfile.mkdtemp(prefix="lm_head_bench_"))
     synthesize(root, SynthConfig(num_train=batch_size * steps, num_test=1))
-    processor = VideoPandaProcessor(tokenizer, model.config, template="chat_template")
+    processor = VideoPandaProcessor.for_model(tokenizer, model.config, template="chat_template")
     items = load_annotations([root / "train/train_json/videochatgpt_synth.json"])
     dataset = VideoLLaVADataset(items, root / "train", processor, train=False)
     collate = VideoPandaCollator(tokenizer.pad_token_id)

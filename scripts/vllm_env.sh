@@ -21,7 +21,7 @@ if [ "$kind" = cpu ]; then
     "$venv/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 fi
 # What the plugin imports beyond vLLM's own requirements, constrained to the versions vLLM installed.
-"$venv/bin/python" -m pip freeze > "$venv/vllm-pins.txt"
+"$venv/bin/python" -m pip freeze --exclude-editable > "$venv/vllm-pins.txt"
 "$venv/bin/python" -m pip install -q -c "$venv/vllm-pins.txt" "av>=13.0" "einops>=0.8" "pyyaml>=6.0"
 "$venv/bin/python" -m pip install -q --no-deps -e "$repo"
 "$venv/bin/python" -m pip check || echo "scripts/vllm_env.sh: pip check reports the conflicts above" >&2

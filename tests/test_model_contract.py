@@ -32,7 +32,7 @@ def tiny(smollm2_tokenizer):
     config = small_videopanda_config(smollm2_tokenizer, stab_dropout=0.0)
     config._attn_implementation = "eager"  # attention weights for output_attentions
     model = VideoPandaForCausalLM(config).eval()
-    return model, VideoPandaProcessor(smollm2_tokenizer, config)
+    return model, VideoPandaProcessor.for_model(smollm2_tokenizer, config)
 
 
 @pytest.fixture(scope="module")

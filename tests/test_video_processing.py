@@ -38,15 +38,15 @@ def test_training_and_inference_build_identical_inputs(tmp_path, make_video, smo
     predictor = VideoPandaPredictor.for_model(VideoPandaForCausalLM(config), smollm2_tokenizer, GenerationConfig(),
                                               resolve_precision("float32"))
     inferred = predictor.load_video(path)
-    assert torch.equal(trained.pixel_values, inferred.pixel_values)
+    assert torch.equal(trained.pixel_values_videos, inferred.pixel_values)
     frames = read_video_frames(path, config.num_frames)
     called = processor(text=processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Q"}]}]), videos=[frames])
-    assert torch.equal(called["pixel_values_videos"], trained.pixel_values)
+    assert torch.equal(called["pixel_values_videos"], trained.pixel_values_videos)
     assert called["input_ids"][0].tolist() == predictor.processor.build_prompt("Q", inferred)["input_ids"][0].tolist()
     assert called["video_grid_thw"].tolist() == [[8, 112 // patch_size, 112 // patch_size]]
     # the padding sits on whole teacher patches (14 px at 56) and whole student LSD windows
-    mask, teacher_mask = trained.pixel_values[0, 3], trained.teacher_pixel_values[0, 3]
+    mask, teacher_mask = trained.pixel_values_videos[0, 3], trained.teacher_pixel_values_videos[0, 3]
     lsd = patch_size * config.lsd_stride
     rows = mask.sum(1).nonzero().flatten()
     assert int(rows[0]) % lsd == 0 and (int(rows[-1]) + 1) % lsd == 0
@@ -54,7 +54,7 @@ def test_training_and_inference_build_identical_inputs(tmp_path, make_video, smo
     assert int(teacher_rows[0]) % 14 == 0 and (int(teacher_rows[-1]) + 1) % 14 == 0
     if patch_size == 7:  # the old inference rule (rounding to student patches) put the frame elsewhere
         old = preprocess_frames(frames, image_size=112, teacher_image_size=56, patch_size=7, with_teacher=False)
-        assert not torch.equal(old.pixel_values, trained.pixel_values)
+        assert not torch.equal(old.pixel_values, trained.pixel_values_videos)
 
 
 def test_canvas_unit_keeps_teacher_patches_and_student_windows_whole():
@@ -118,7 +118,7 @@ def test_chat_template_renders_the_prompt_builders_text(smollm2_tokenizer, templ
     built = processor.batch_prompts(["Shape?"], [visuals], [history], visual_turns=[0])
     called = processor(text=text, videos=[frames])
     assert called["input_ids"].tolist() == built["input_ids"].tolist()
-    assert torch.equal(called["pixel_values_videos"], built["pixel_values"])
+    assert torch.equal(called["pixel_values_videos"], built["pixel_values_videos"])
     segments = processor.conversation_template.segments(
         [Turn("user", "<image>" * 8 + "\nWhat colour?"), Turn("assistant", "red"), Turn("user", "Shape?")],
         smollm2_tokenizer, add_generation_prompt=True)
