@@ -323,6 +323,17 @@ def quickstart_dir(tmp_path_factory, precision, smollm2_converted) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def held_out(quickstart_dir) -> list[tuple[str, Path, str]]:
+    """[(id, video path, question)] of the reduced quickstart's held-out set."""
+    from videopanda.data.decode import find_video_file
+    from videopanda.data.synth import QA_DIR
+
+    qa = quickstart_dir / "data" / QA_DIR
+    return [(str(q["question_id"]), find_video_file(qa / "videos", q["video_name"]), q["question"])
+            for q in json.loads((qa / "test_q.json").read_text())]
+
+
 # Largest top-2 logit margin that batched and single-prompt generation may resolve differently: left padding
 # changes reduction order and shapes, so logits agree only to rounding (bf16 keeps ~3 significant digits).
 NEAR_TIE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.05}

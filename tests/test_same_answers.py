@@ -21,21 +21,12 @@ import pytest
 
 from conftest import assert_same_greedy_answer
 from videopanda.cli import main
-from videopanda.data.decode import find_video_file
 from videopanda.data.synth import QA_DIR
 from videopanda.eval.jsonl import read_jsonl
 from videopanda.inference import GenerationConfig, VideoPandaPredictor
 
 pytestmark = pytest.mark.slow
 MAX_NEW_TOKENS = 6
-
-
-@pytest.fixture(scope="module")
-def held_out(quickstart_dir):
-    """[(id, video path, question)] of the reduced quickstart's held-out set."""
-    qa = quickstart_dir / "data" / QA_DIR
-    return [(str(q["question_id"]), find_video_file(qa / "videos", q["video_name"]), q["question"])
-            for q in json.loads((qa / "test_q.json").read_text())]
 
 
 @pytest.fixture(scope="module")

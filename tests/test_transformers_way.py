@@ -14,8 +14,7 @@ from transformers import AutoModelForCausalLM, AutoProcessor
 from conftest import moving_square_frames
 from test_release import source_model, write_release  # noqa: F401  (source_model is a fixture)
 from videopanda.cli import main
-from videopanda.data.decode import find_video_file, read_video_frames
-from videopanda.data.synth import QA_DIR
+from videopanda.data.decode import read_video_frames
 from videopanda.data.video_writer import write_video
 from videopanda.runtime import resolve_precision
 
@@ -57,10 +56,7 @@ def test_converted_release_checkpoint(source_model, tmp_path, capsys, precision)
 
 
 @pytest.mark.slow  # the shared reduced quickstart
-def test_quickstart_model(quickstart_dir, capsys, precision):
-    qa = quickstart_dir / "data" / QA_DIR
-    questions = json.loads((qa / "test_q.json").read_text())[:3]
-    for q in questions:
-        video = find_video_file(qa / "videos", q["video_name"])
-        theirs = transformers_answer(quickstart_dir / "model", video, q["question"], precision)
-        assert theirs and theirs == ask_answer(capsys, quickstart_dir / "model", video, q["question"], precision)
+def test_quickstart_model(quickstart_dir, held_out, capsys, precision):
+    for _, video, question in held_out[:3]:
+        theirs = transformers_answer(quickstart_dir / "model", video, question, precision)
+        assert theirs and theirs == ask_answer(capsys, quickstart_dir / "model", video, question, precision)

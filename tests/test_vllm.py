@@ -39,14 +39,6 @@ def vllm_python(pytestconfig) -> Path:
 
 
 @pytest.fixture(scope="module")
-def held_out(quickstart_dir):
-    """[(id, video path, question)] of the reduced quickstart's held-out set (three videos)."""
-    qa = quickstart_dir / "data" / QA_DIR
-    return [(str(q["question_id"]), find_video_file(qa / "videos", q["video_name"]), q["question"])
-            for q in json.loads((qa / "test_q.json").read_text())]
-
-
-@pytest.fixture(scope="module")
 def predictor(quickstart_dir):
     """`videopanda ask`'s path in float32 on the CPU (tests/test_same_answers.py: ask == predictor.ask)."""
     config = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, batch_size=1)

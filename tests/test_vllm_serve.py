@@ -34,3 +34,4 @@ def test_vllm_argv_sets_our_loader_frames_and_template(tiny_videopanda_dir, tmp_
     # the tiny model records no template: the release's Vicuna form, as a Jinja chat template
     assert argv[argv.index("--chat-template") + 1] == str(tmp_path / "vicuna.jinja")
     assert "--enforce-eager" in argv and argv[argv.index("--allowed-local-media-path") + 1] == str(tmp_path.resolve())
+    assert argv[argv.index("--chat-template-content-format") + 1] == "string"  # our placeholder before the text

@@ -58,6 +58,9 @@ def vllm_argv(args: argparse.Namespace, extra: Sequence[str], chat_template_dir:
         "--host", args.host, "--port", str(args.port), "--dtype", args.dtype,
         "--media-io-kwargs", json.dumps({"video": {"video_backend": VIDEO_LOADER, "num_frames": config.num_frames}}),
         "--limit-mm-per-prompt", json.dumps({"video": 1, "image": 0}),
+        # Content as a string: vLLM puts the model's placeholder (``<image>``, one per video) before the text, as
+        # our processor places a video; a directory's own template would render a video part as ``<video>``.
+        "--chat-template-content-format", "string",
     ]
     if isinstance(template, SeparatorTemplate):  # the release's Vicuna form: no tokenizer template holds it
         path = chat_template_dir / "vicuna.jinja"
