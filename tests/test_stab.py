@@ -137,7 +137,11 @@ def test_gradients_reach_every_used_parameter(small_stab):
     small_stab.train()
     small_stab(video, torch.tensor([4, 4])).tokens.square().mean().backward()
     no_grad = [n for n, p in small_stab.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert all(n.startswith("lste.unused_lmhra.") for n in no_grad), no_grad
+    assert not no_grad, no_grad
+    # The release's never-called lmhra2 is held as buffers: saved under its checkpoint names, never trained.
+    held = {n for n, _ in small_stab.named_buffers() if n.startswith("lste.unused_lmhra.")}
+    assert {"lste.unused_lmhra.pos_embed.1.weight", "lste.unused_lmhra.pos_embed.3.bias"} <= held
+    assert held <= set(small_stab.state_dict())
 
 
 def test_image_tokens_do_not_depend_on_where_the_valid_region_sits(small_stab):

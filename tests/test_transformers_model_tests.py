@@ -61,8 +61,6 @@ def test_every_videopanda_failure_and_skip_is_listed_with_its_reason(outcomes):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="VideoPanda fails 8 (get_video_features' per-layer outputs and hidden size, "
-                   "base_model_prefix, the release's never-called lmhra2 without gradients), the LLaVA control 3")
 def test_videopanda_fails_no_more_than_llava(outcomes):
     failed = {model: sorted(o["failed"]) for model, o in outcomes.items()}
     assert len(failed["videopanda"]) <= len(failed["llava"]), failed

@@ -57,10 +57,12 @@ class _Tester:
 class VideoPandaTester(_Tester):
     frames, size = 4, 56  # one video of 4 frames per row: a 4x4 patch grid, a 2x2 LSD grid: 1 + 2*3 tokens a frame
     visual_tokens = 4 * 7
+    # get_video_features' layers: the STAB's three attention blocks (GSTRA, LSD, FSRA).
+    video_config = {"num_hidden_layers": 3}
 
     def get_config(self) -> VideoPandaConfig:
-        return VideoPandaConfig(
-            text_config=tiny_text_config(), stab_hidden_size=32, stab_num_heads=4, stab_dropout=0.0, image_size=56,
+        return VideoPandaConfig(  # a STAB narrower than the LLM, so that a width mix-up shows
+            text_config=tiny_text_config(), stab_hidden_size=16, stab_num_heads=4, stab_dropout=0.0, image_size=56,
             teacher_image_size=28, chunk_length=4, num_frames=4, image_token_id=IMAGE_TOKEN,
         )
 

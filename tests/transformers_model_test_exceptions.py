@@ -8,24 +8,11 @@ NO_ACCELERATOR = "skipped by transformers: needs a GPU, several GPUs, MPS or its
 NO_FLASH = "skipped by transformers: needs Flash Attention (CPU run)"
 NO_ROPE_TESTER = "skipped by transformers: the rope tests need a tester's base_model_class (a text-only LLM)"
 NOT_APPLICABLE = "skipped by transformers: the model has no such part (skip message says which)"
-VIDEO_FEATURES = ("get_video_features gives the STAB's tokens (last_hidden_state) and the projected ones "
-                  "(pooler_output); the STAB is no stack of layers, so it has no per-layer hidden states or "
-                  "attentions, and the config has no hidden_size of its own (the tokens' width is stab_hidden_size)")
-UNUSED_WEIGHTS = ("the release's second LMHRA (stab.lste.unused_lmhra, its lmhra2) is held so that checkpoints load "
-                  "but never called, so it gets no gradient (LLaVA's control fails the same way: its vision "
-                  "post_layernorm)")
 
 EXCEPTIONS: dict[str, str] = {
     # failures
-    "test_get_video_features_attentions": VIDEO_FEATURES,
-    "test_get_video_features_hidden_states": VIDEO_FEATURES,
-    "test_get_video_features_output_0": VIDEO_FEATURES,
-    "test_get_video_features_output_2": VIDEO_FEATURES,
     "test_model_base_model_prefix": "the STAB and projector sit around a whole causal LM, head included: there is "
                                     "no base model without the head (base_model_prefix is ''), as the test allows",
-    "test_training_gradient_checkpointing": UNUSED_WEIGHTS,
-    "test_training_gradient_checkpointing_use_reentrant_false": UNUSED_WEIGHTS,
-    "test_training_gradient_checkpointing_use_reentrant_true": UNUSED_WEIGHTS,
     # skips
     "test_can_init_all_missing_weights": "skipped by transformers for models outside its priority list "
                                          "(test_model_contract.py checks the meta-device init instead)",

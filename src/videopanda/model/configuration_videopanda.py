@@ -27,6 +27,9 @@ def image_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
 class VideoPandaConfig(PretrainedConfig):
     model_type = "videopanda"
     sub_configs = {"text_config": AutoConfig}
+    # The video tower's output width (``get_video_features``' last_hidden_state, before the projector) under the
+    # name transformers' multimodal models use for it.
+    attribute_map = {"out_hidden_size": "stab_hidden_size"}
 
     def __init__(
         self,

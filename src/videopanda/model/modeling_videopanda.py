@@ -51,11 +51,14 @@ class VideoFeatures(ModelOutput):
 
     last_hidden_state (F, T, d): each frame's STAB tokens, zero-padded to the longest frame's T tokens;
     pooler_output (N, D): every frame's projected tokens in order, what the placeholder positions receive;
+    hidden_states, attentions: on request, the STAB's per-block outputs and weights (``stab.STABOutput``);
     tokens_per_frame (F,) long; grid_hw (F, 2) long: each frame's LSD grid after cropping.
     """
 
     last_hidden_state: Tensor | None = None
     pooler_output: Tensor | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
     tokens_per_frame: Tensor | None = None
     grid_hw: Tensor | None = None
 
@@ -121,7 +124,10 @@ class VideoPandaPreTrainedModel(PreTrainedModel):
         parts = [getattr(self, name, None) for name in ("stab", "projector", "distill_head")]
         if not any(module is m for part in parts if isinstance(part, nn.Module) for m in part.modules()):
             return
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):  # torch's reset writes the buffers unguarded
+        if any(module is m for m in self._held_modules()):  # never called: zeros, as its constructor leaves it
+            for buffer in module.buffers(recurse=False):
+                init.zeros_(buffer)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):  # torch's reset writes the buffers unguarded
             init.ones_(module.weight)
             init.zeros_(module.bias)
             if module.running_mean is not None and module.running_var is not None:
@@ -142,11 +148,20 @@ class VideoPandaPreTrainedModel(PreTrainedModel):
             init.normal_(module.class_embedding, std=scale)
             init.normal_(module.split_embedding, std=scale)
 
+    def _held_modules(self) -> list[nn.Module]:
+        """The STAB's never-called LMHRA (the release's ``lmhra2``) and its layers: buffers held for checkpoints."""
+        stab = getattr(self, "stab", None)
+        return list(stab.lste.unused_lmhra.modules()) if isinstance(stab, STAB) else []
+
     def _zero_initialised_parameters(self) -> set[int]:
         """The ids of the STAB's parameters its constructors set to zero (``_ZERO_INIT``)."""
         stab = getattr(self, "stab", None)
         owners = stab.modules() if isinstance(stab, nn.Module) else ()
-        return {id(owner.get_parameter(name)) for owner in owners for name in _ZERO_INIT.get(type(owner), ())}
+        zero: set[int] = set()
+        for owner in owners:
+            params = dict(owner.named_parameters())  # the never-called LMHRA holds buffers: not among them
+            zero.update(id(params[name]) for name in _ZERO_INIT.get(type(owner), ()) if name in params)
+        return zero
 
 
 class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
@@ -196,16 +211,27 @@ class VideoPandaForCausalLM(VideoPandaPreTrainedModel, GenerationMixin):
         self.language_model.set_output_embeddings(new_embeddings)
 
     @can_return_tuple
-    def get_video_features(self, pixel_values_videos: Tensor, video_grid_thw: Tensor, **kwargs: Any) -> VideoFeatures:
+    def get_video_features(
+        self, pixel_values_videos: Tensor, video_grid_thw: Tensor, output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None, **kwargs: Any,
+    ) -> VideoFeatures:
         """pixel_values_videos (F, 4, S, S), video_grid_thw (V, 3) -> ``VideoFeatures``: the projected tokens
-        (N, D) as ``pooler_output``. The STAB has no layers to report: ``output_hidden_states`` and
-        ``output_attentions`` give nothing more."""
+        (N, D) as ``pooler_output``; with ``output_hidden_states`` / ``output_attentions`` (or the config's
+        flags) the STAB's per-block outputs and weights (``STABOutput``: its three attention blocks are its layers).
+        """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
         chunks = chunk_lengths(video_grid_thw, self.config.chunk_length)  # (C,)
-        stab_out = self.stab(pixel_values_videos.to(self.stab.patch_embedding.weight.dtype), chunks)
+        stab_out = self.stab(pixel_values_videos.to(self.stab.patch_embedding.weight.dtype), chunks,
+                             output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         per_frame = stab_out.tokens.split(stab_out.tokens_per_frame.tolist())
         return VideoFeatures(
             last_hidden_state=nn.utils.rnn.pad_sequence(list(per_frame), batch_first=True),  # (F, T, d)
             pooler_output=self.projector(stab_out.tokens),  # (N, D)
+            hidden_states=stab_out.hidden_states,
+            attentions=stab_out.attentions,
             tokens_per_frame=stab_out.tokens_per_frame,
             grid_hw=stab_out.grid_hw,
         )

@@ -40,10 +40,20 @@ from videopanda.model.stab_attention import GlobalSpatioTemporalAttention, Segme
 
 
 class STABOutput(NamedTuple):
-    """A NamedTuple, not a dataclass: DeepSpeed ZeRO-3's module hooks find tensors only in tuples, lists, dicts."""
+    """A NamedTuple, not a dataclass: DeepSpeed ZeRO-3's module hooks find tensors only in tuples, lists, dicts.
+
+    On request, per frame (F first; padding and frames of one-frame chunks are zeros), with H heads, P = Hp*Wp
+    patches and L = max h*w LSD cells: ``hidden_states`` the patch embeddings (F, P, d) and the outputs of the
+    three attention blocks: GSTRA's chunk context (F, 1, d), LSD's tokens (F, L, d), FSRA's frame context
+    (F, 1, d); ``attentions`` those blocks' weights: GSTRA's chunk query over this frame's patches (F, H, 1, P;
+    a chunk's frames share one softmax), each LSD cell over its s*s window (F, H, L, s*s), FSRA's query over
+    the frame's cells (F, H, 1, L).
+    """
 
     tokens: Tensor  # (sum_f N_f, d), frames in order
     grid_hw: Tensor  # (F, 2) long: each frame's LSD grid after cropping
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
 
     @property
     def tokens_per_frame(self) -> Tensor:
@@ -141,13 +151,27 @@ class LocalTemporalMHRA(nn.Module):
         return (out + _bias(up)).view_as(x)
 
 
+def tensors_as_buffers(module: nn.Module) -> nn.Module:
+    """``module`` with every parameter turned into a persistent buffer of the same name (same state-dict keys),
+    and every tensor zero until a checkpoint fills it."""
+    for owner in module.modules():
+        for name, param in list(owner.named_parameters(recurse=False)):
+            delattr(owner, name)
+            owner.register_buffer(name, torch.zeros_like(param, requires_grad=False))
+    for buffer in module.buffers():
+        buffer.detach().zero_()
+    return module
+
+
 class LocalSpatioTemporalEncoder(nn.Module):
     """LSTE: ``x + LMHRA(x)``, then ``x + DPE(x)`` (depthwise 3x3x3 conv) over a chunk's frames."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.lmhra = LocalTemporalMHRA(dim)
-        self.unused_lmhra = LocalTemporalMHRA(dim)  # the release's `lmhra2`: held so checkpoints load, never called
+        # The release's `lmhra2`: held so its checkpoints load and convert back, never called, so its tensors are
+        # buffers (saved under the same names), not parameters that would never get a gradient.
+        self.unused_lmhra = tensors_as_buffers(LocalTemporalMHRA(dim))
         self.dpe = nn.Conv3d(dim, dim, kernel_size=3, padding=1, groups=dim)
         nn.init.zeros_(_bias(self.dpe))
 
@@ -196,13 +220,14 @@ class STAB(nn.Module):
         self.balance = nn.Parameter(torch.zeros(dim))
         self.fusion_head = nn.Sequential(nn.LayerNorm(dim), nn.Dropout(config.stab_dropout), nn.Linear(dim, dim))
 
-    def forward(self, pixel_values: Tensor, chunk_lengths: Tensor) -> STABOutput:
+    def forward(self, pixel_values: Tensor, chunk_lengths: Tensor, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> STABOutput:
         """pixel_values (F, 4, S, S), chunk_lengths (C,) with sum F -> STABOutput."""
         chunk_lengths = chunk_lengths.to(pixel_values.device)
         self._check_inputs(pixel_values, chunk_lengths)
         patches = self._embed_patches(pixel_values[:, :3])  # (F, Hp, Wp, d)
         patch_mask = F.avg_pool2d(pixel_values[:, 3:4], self.patch_size)[:, 0]  # (F, Hp, Wp)
-        tokens, video_context = self._temporal(patches, chunk_lengths)  # (F, Hp, Wp, d), (F, d)
+        tokens, video_context, chunk_weights = self._temporal(patches, chunk_lengths)  # (F, Hp, Wp, d), (F, d)
         top_left, size = crop_boxes(patch_mask, self.max_crop_patches)
         grid_hw = size // self.lsd_stride  # (F, 2)
         if not grid_hw.all():
@@ -212,10 +237,18 @@ class STAB(nn.Module):
             )
         cells = self._lsd_cells(grid_hw, patch_mask.shape[1] // self.lsd_stride, patch_mask.shape[2] // self.lsd_stride)
         windows = self._crop_windows(tokens, top_left, cells)  # (N, s*s, d): every frame's cropped windows
-        grid_tokens = self.lsd(windows.mean(1), windows)  # (N, d), frame-major, row-major
-        frame_context = self.fsra(self.class_embedding, *self._pad_per_frame(grid_tokens, cells, grid_hw))  # (F, d)
+        grid_tokens, window_weights = self.lsd(windows.mean(1), windows)  # (N, d) frame-major, row-major; (N, H, s*s)
+        per_frame, real = self._pad_per_frame(grid_tokens, cells, grid_hw)  # (F, L, d), (F, L)
+        frame_context, frame_weights = self.fsra(self.class_embedding, per_frame, real)  # (F, d), (F, H, L)
         context = self._fuse(frame_context, video_context, chunk_lengths)  # (F, d)
-        return STABOutput(tokens=self._assemble(context, grid_tokens, cells, grid_hw), grid_hw=grid_hw)
+        tokens = self._assemble(context, grid_tokens, cells, grid_hw)
+        hidden_states = attentions = None
+        if output_hidden_states:
+            hidden_states = (patches.flatten(1, 2), video_context[:, None], per_frame, frame_context[:, None])
+        if output_attentions:
+            window_weights = self._pad_per_frame(window_weights, cells, grid_hw)[0].transpose(1, 2)  # (F, H, L, s*s)
+            attentions = (chunk_weights[:, :, None], window_weights, frame_weights[:, :, None])
+        return STABOutput(tokens, grid_hw, hidden_states, attentions)
 
     def _check_inputs(self, pixel_values: Tensor, chunk_lengths: Tensor) -> None:
         if pixel_values.dim() != 4 or pixel_values.shape[1] != 4:
@@ -243,16 +276,18 @@ class STAB(nn.Module):
         patches = rgb.reshape(frames, channels, height // p, p, width // p, p).permute(0, 2, 4, 1, 3, 5)
         return F.linear(patches.flatten(3), self.patch_embedding.weight.flatten(1))  # (F, Hp, Wp, 3*p*p) -> d
 
-    def _temporal(self, patches: Tensor, chunk_lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def _temporal(self, patches: Tensor, chunk_lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """LSTE + GSTRA per group of equal-length chunks, and the dense connection.
 
         ``patches`` (F, Hp, Wp, d). Returns the dense tokens (F, Hp, Wp, d): LSTE
         output + patch embeddings for video frames, the patch embeddings alone for
-        one-frame chunks; and each frame's chunk-level context (F, d) (zeros,
-        unused, for one-frame chunks).
+        one-frame chunks; each frame's chunk-level context (F, d); and GSTRA's
+        weights on each frame's patches (F, H, Hp*Wp) (both zeros, unused, for one-frame chunks).
         """
+        frames_total, grid_h, grid_w, _ = patches.shape
         tokens = patches
-        video_context = patches.new_zeros(patches.shape[0], patches.shape[-1])
+        video_context = patches.new_zeros(frames_total, patches.shape[-1])
+        chunk_weights = patches.new_zeros(frames_total, self.gstra.attn.num_heads, grid_h * grid_w)
         starts = torch.cumsum(chunk_lengths, 0) - chunk_lengths
         for length in chunk_lengths.unique().tolist():  # distinct chunk lengths (4, and 1 for images)
             if length == 1:
@@ -262,13 +297,16 @@ class STAB(nn.Module):
             grouped = (patches if every_frame else patches[frames]).unflatten(0, (-1, length))  # (C, T, Hp, Wp, d)
             x = self.lste(grouped.contiguous())  # (C, T, Hp, Wp, d)
             query = self.temporal_cls_token.expand(x.shape[0], -1, -1)
-            chunk_context = self.gstra(query, x.flatten(1, 3))[:, 0].repeat_interleave(length, 0)  # (C*T, d)
-            if every_frame:
-                tokens, video_context = tokens + x.flatten(0, 1), chunk_context  # dense connection
+            chunk_context, weights = self.gstra(query, x.flatten(1, 3))  # (C, 1, d), (C, H, T*Hp*Wp)
+            chunk_context = chunk_context[:, 0].repeat_interleave(length, 0)  # (C*T, d)
+            weights = weights.unflatten(2, (length, -1)).transpose(1, 2).flatten(0, 1)  # (C*T, H, Hp*Wp)
+            if every_frame:  # dense connection
+                tokens, video_context, chunk_weights = tokens + x.flatten(0, 1), chunk_context, weights
             else:
                 tokens = tokens.index_add(0, frames, x.flatten(0, 1))
                 video_context = video_context.index_copy(0, frames, chunk_context)
-        return tokens, video_context
+                chunk_weights = chunk_weights.index_copy(0, frames, weights)
+        return tokens, video_context, chunk_weights
 
     @staticmethod
     def _lsd_cells(grid_hw: Tensor, grid_h: int, grid_w: int) -> Tensor:
@@ -287,15 +325,16 @@ class STAB(nn.Module):
         return tokens[frame[:, None, None], rows, cols].flatten(1, 2)  # (N, s, s, d) -> (N, s*s, d)
 
     @staticmethod
-    def _pad_per_frame(grid_tokens: Tensor, cells: Tensor, grid_hw: Tensor) -> tuple[Tensor, Tensor]:
-        """(N, d) LSD tokens -> (F, L, d) padded per frame (L = max h*w) and its (F, L) bool mask of real tokens."""
+    def _pad_per_frame(per_cell: Tensor, cells: Tensor, grid_hw: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, ...) per LSD cell -> (F, L, ...) zero-padded per frame (L = max h*w) and its (F, L) bool mask of
+        real cells."""
         frame, row, col = cells.unbind(1)
         position = row * grid_hw[frame, 1] + col  # (N,) place in its frame, row-major
         length = int((grid_hw[:, 0] * grid_hw[:, 1]).max())
-        padded = grid_tokens.new_zeros(len(grid_hw), length, grid_tokens.shape[1])
-        mask = torch.zeros(len(grid_hw), length, dtype=torch.bool, device=grid_tokens.device)
+        padded = per_cell.new_zeros(len(grid_hw), length, *per_cell.shape[1:])
+        mask = torch.zeros(len(grid_hw), length, dtype=torch.bool, device=per_cell.device)
         mask[frame, position] = True
-        return padded.index_put((frame, position), grid_tokens), mask
+        return padded.index_put((frame, position), per_cell), mask
 
     def _fuse(self, frame_context: Tensor, video_context: Tensor, chunk_lengths: Tensor) -> Tensor:
         """Mix chunk and frame contexts for video frames; images keep their frame context."""

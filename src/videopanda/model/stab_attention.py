@@ -24,10 +24,11 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 
 def attend_one_query(query: Tensor, tokens: Tensor, key_weight: Tensor, value_weight: Tensor, scale: float,
-                     token_mask: Tensor | None = None) -> Tensor:
-    """query (B, H, e) projected, tokens (B, K, d) normalised, weights (H*e, d) -> (B, H, e), no value bias.
+                     token_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """query (B, H, e) projected, tokens (B, K, d) normalised, weights (H*e, d) -> the output (B, H, e) without
+    the value bias, and the attention weights (B, H, K).
 
-    ``token_mask`` (B, K) bool marks the real tokens of ragged groups (padding scores -inf).
+    ``token_mask`` (B, K) bool marks the real tokens of ragged groups (padding scores -inf, weight 0).
     """
     heads, head_dim = query.shape[1:]
     key_heads = key_weight.view(heads, head_dim, -1)  # (H, e, d)
@@ -35,9 +36,10 @@ def attend_one_query(query: Tensor, tokens: Tensor, key_weight: Tensor, value_we
     scores = torch.bmm(key_query, tokens.transpose(1, 2)) * scale  # (B, H, K)
     if token_mask is not None:
         scores = scores.masked_fill(~token_mask[:, None, :], float("-inf"))
-    pooled = torch.bmm(scores.softmax(-1), tokens)  # (B, H, d): sum_i a_h(i) y_i
+    weights = scores.softmax(-1)  # (B, H, K)
+    pooled = torch.bmm(weights, tokens)  # (B, H, d): sum_i a_h(i) y_i
     value_heads = value_weight.view(heads, head_dim, -1)  # (H, e, d)
-    return torch.bmm(pooled.transpose(0, 1), value_heads.transpose(1, 2)).transpose(0, 1)  # (B, H, e)
+    return torch.bmm(pooled.transpose(0, 1), value_heads.transpose(1, 2)).transpose(0, 1), weights  # (B, H, e)
 
 
 class GSTRAMlp(nn.Module):
@@ -71,16 +73,16 @@ class GlobalSpatioTemporalAttention(GradientCheckpointingLayer):
         self.ln_3 = nn.LayerNorm(dim)
         self.mlp = GSTRAMlp(dim, dropout)
 
-    def forward(self, query: Tensor, tokens: Tensor) -> Tensor:
-        """query (C, 1, d), tokens (C, N, d) -> (C, 1, d)."""
+    def forward(self, query: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """query (C, 1, d), tokens (C, K, d) -> the new query (C, 1, d) and the attention weights (C, H, K)."""
         attn = self.attn
         q_weight, k_weight, v_weight = attn.in_proj_weight.chunk(3)
         q_bias, _, v_bias = attn.in_proj_bias.chunk(3)  # the key bias shifts each head's scores by a constant
         q = nn.functional.linear(self.ln_1(query[:, 0]), q_weight, q_bias)  # (C, d)
-        pooled = attend_one_query(q.unflatten(1, (attn.num_heads, -1)), self.ln_3(tokens), k_weight, v_weight,
-                                  attn.head_dim**-0.5)  # (C, H, e)
+        pooled, weights = attend_one_query(q.unflatten(1, (attn.num_heads, -1)), self.ln_3(tokens), k_weight,
+                                           v_weight, attn.head_dim**-0.5)  # (C, H, e), (C, H, K)
         query = query + attn.out_proj(pooled.flatten(1) + v_bias)[:, None]  # (C, 1, d)
-        return query + self.mlp(self.ln_2(query))
+        return query + self.mlp(self.ln_2(query)), weights
 
 
 class _QueryKeyValueAttention(GradientCheckpointingLayer):
@@ -98,27 +100,30 @@ class _QueryKeyValueAttention(GradientCheckpointingLayer):
         self.kv = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim, bias=False))
         self.proj = nn.Linear(dim, dim)
 
-    def _attend(self, query: Tensor, tokens: Tensor, token_mask: Tensor | None = None) -> Tensor:
-        """query (B, d) raw, tokens (B, K, d) raw -> (B, d) attention output before the residual."""
+    def _attend(self, query: Tensor, tokens: Tensor, token_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """query (B, d) raw, tokens (B, K, d) raw -> the attention output before the residual (B, d) and the
+        attention weights (B, H, K)."""
         q = self.q(query).unflatten(1, (self.num_heads, -1))  # (B, H, e)
         norm, key_value = cast(tuple[nn.LayerNorm, nn.Linear], tuple(self.kv))
         key_weight, value_weight = key_value.weight.chunk(2)
-        pooled = attend_one_query(q, norm(tokens), key_weight, value_weight, self.scale, token_mask)
-        return self.proj(pooled.flatten(1))
+        pooled, weights = attend_one_query(q, norm(tokens), key_weight, value_weight, self.scale, token_mask)
+        return self.proj(pooled.flatten(1)), weights
 
 
 class WindowAttention(_QueryKeyValueAttention):
     """LSD: each window's average attends over the window's tokens."""
 
-    def forward(self, query: Tensor, keys: Tensor) -> Tensor:
-        """query (N, d), keys (N, K, d) -> (N, d)."""
-        return query + self._attend(query, keys)
+    def forward(self, query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """query (N, d), keys (N, K, d) -> (N, d) and the attention weights (N, H, K)."""
+        out, weights = self._attend(query, keys)
+        return query + out, weights
 
 
 class SegmentAttention(_QueryKeyValueAttention):
     """FSRA: one shared query attends over each frame's ragged set of LSD tokens."""
 
-    def forward(self, query: Tensor, keys: Tensor, token_mask: Tensor) -> Tensor:
-        """query (d,), keys (G, L, d) padded per frame, token_mask (G, L) bool -> (G, d)."""
-        frames = keys.shape[0]
-        return query + self._attend(query.expand(frames, -1), keys, token_mask)
+    def forward(self, query: Tensor, keys: Tensor, token_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """query (d,), keys (G, L, d) padded per frame, token_mask (G, L) bool -> (G, d) and the attention
+        weights (G, H, L)."""
+        out, weights = self._attend(query.expand(keys.shape[0], -1), keys, token_mask)
+        return query + out, weights

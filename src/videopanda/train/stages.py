@@ -2,8 +2,7 @@
 
 A stage names the module prefixes it trains (everything else is frozen), its
 learning-rate groups, its default rates and warmup, and the share of the
-shuffled data it uses; the release's never-called ``lmhra2`` (held only so its
-checkpoints load) never trains, in any stage. The functions below map a model's
+shuffled data it uses. The functions below map a model's
 ``named_parameters`` onto those rules; they work on any ``nn.Module`` whose
 top-level submodules are named ``stab``, ``projector``, ``language_model`` and
 ``distill_head``. The teacher is never a submodule, so it is never trained.
@@ -20,9 +19,6 @@ _WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_o
 DISTILL_PREFIX = "distill_head"
 LLM_PREFIX = "language_model"
 LORA_SEGMENT = ".lora_"  # peft's adapter parameters: ...q_proj.lora_A.default.weight
-# Never in the forward: trained, they would get no gradient and so no optimizer state, which a sharded
-# (FSDP) optimizer checkpoint cannot load back.
-NEVER_CALLED = ("stab.lste.unused_lmhra",)
 
 
 @dataclass(frozen=True)
@@ -84,8 +80,6 @@ def is_trainable(name: str, rule: StageRule, distilling: bool, lora: bool = Fals
     With ``lora``, a stage that trains the LLM trains only its adapters (the base LLM stays frozen).
     """
     name = canonical_name(name)
-    if _matches(name, NEVER_CALLED):
-        return False
     if _matches(name, (DISTILL_PREFIX,)) and not distilling:
         return False
     if lora and _matches(name, (LLM_PREFIX,)) and LORA_SEGMENT not in name:
