@@ -189,3 +189,31 @@ def test_lmhra_on_channels_last_tokens_is_the_release_layer_stack(training):
     for (name, p), q in zip(ours.named_parameters(), stack.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
     torch.testing.assert_close(ours.pos_embed[0].running_mean, stack.pos_embed[0].running_mean)
+
+
+def test_per_block_outputs_are_each_blocks_weights_and_outputs(small_stab):
+    """``output_attentions``/``output_hidden_states``: per frame, each attention block's softmax weights (one per
+    chunk for GSTRA, per real LSD cell, per frame for FSRA; zero on padding) and outputs; the tokens unchanged."""
+    g = torch.Generator().manual_seed(5)
+    video = torch.stack([letterboxed_frame(112, (28, 84), (0, 112), g) for _ in range(4)])  # 2x4 LSD cells
+    image = letterboxed_frame(112, (0, 112), (0, 112), g)[None]  # 4x4 LSD cells
+    pixels, chunks = torch.cat([video, image]), torch.tensor([4, 1])
+    plain = small_stab(pixels, chunks)
+    out = small_stab(pixels, chunks, output_hidden_states=True, output_attentions=True)
+    assert torch.equal(out.tokens, plain.tokens) and plain.hidden_states is None and plain.attentions is None
+    chunk_weights, window_weights, frame_weights = out.attentions
+    heads = small_stab.fsra.num_heads
+    assert chunk_weights.shape == (5, heads, 1, 64) and window_weights.shape == (5, heads, 16, 4)
+    torch.testing.assert_close(chunk_weights[:4].sum((0, 2, 3)), torch.ones(heads))  # one softmax over the chunk
+    assert not chunk_weights[4].any()  # an image has no chunk context
+    cells = torch.tensor([8, 8, 8, 8, 16])
+    real = torch.arange(16)[None, :] < cells[:, None]  # (F, L)
+    torch.testing.assert_close(window_weights.sum(-1), real[:, None].expand(-1, heads, -1).float())
+    assert frame_weights.shape == (5, heads, 1, 16)
+    torch.testing.assert_close(frame_weights.sum(-1)[..., 0], torch.ones(5, heads))
+    assert not frame_weights[..., 0, :][~real[:, None].expand(-1, heads, -1)].any()
+    patches, chunk_context, lsd_tokens, frame_context = out.hidden_states
+    assert patches.shape == (5, 64, 32) and chunk_context.shape == frame_context.shape == (5, 1, 32)
+    assert lsd_tokens.shape == (5, 16, 32) and not lsd_tokens[~real].any()
+    starts = torch.cumsum(out.tokens_per_frame, 0) - out.tokens_per_frame
+    torch.testing.assert_close(out.tokens[starts[4]], frame_context[4, 0])  # an image's context is its frame context
