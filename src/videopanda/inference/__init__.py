@@ -24,7 +24,8 @@ from videopanda.inference.loading import (
     read_model_config,
     require_loadable,
 )
-from videopanda.inference.predictor import ChatLLM, GenerationConfig, VideoPandaPredictor, model_template
+from videopanda.inference.predictor import ChatLLM, GenerationConfig, VideoPandaPredictor
+from videopanda.model.directory import model_template
 
 __all__ = [
     "FINISH_CANCELLED",

@@ -20,24 +20,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import yaml
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteriaList
 
 from videopanda import limits
-from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, Turn, chat_role, inference_template
+from videopanda.data.conversation import Turn, chat_role
 from videopanda.data.decode import read_video_frames
 from videopanda.data.processing_videopanda import VideoPandaProcessor, decode_text
 from videopanda.data.transform import VisualInputs
 from videopanda.inference.generation import GenerationRequest, GenerationResult, RowMonitor
 from videopanda.inference.loading import cast_weights, load_model_dir, read_model_config
-from videopanda.model.directory import read_config_json
+from videopanda.model.directory import model_template
 from videopanda.runtime import Precision, resolve_precision
 
 if TYPE_CHECKING:
     from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 
 logger = logging.getLogger(__name__)
-TRAIN_CONFIG_NAME = "train_config.yaml"  # written by training beside the model (train.run.CONFIG_NAME)
 
 
 @dataclass(frozen=True)
@@ -46,23 +44,6 @@ class GenerationConfig:
     template: str | None = None  # None: the one the model records (``model_template``)
     batch_size: int = 4
     num_frames: int | None = None  # frames per video (``limits.check_num_frames``); None: the model's
-
-
-def model_template(model_dir: str | Path, config: PretrainedConfig | None = None) -> str:
-    """The template a model directory is prompted with: its config's ``prompt_template``, else the
-    evaluation form of its ``train_config.yaml``'s ``data.template`` (older directories), else the release's."""
-    recorded = (getattr(config, "prompt_template", None) if config is not None
-                else (read_config_json(model_dir) or {}).get("prompt_template"))
-    if recorded:
-        return recorded
-    path = Path(model_dir) / TRAIN_CONFIG_NAME
-    if not path.is_file():
-        return RELEASE_INFERENCE_TEMPLATE
-    try:
-        template = (yaml.safe_load(path.read_text()) or {}).get("data", {}).get("template")
-    except (yaml.YAMLError, AttributeError) as err:
-        raise ValueError(f"{path} is not a training config: {err}") from err
-    return inference_template(template) if template else RELEASE_INFERENCE_TEMPLATE
 
 
 class VideoPandaPredictor:

@@ -14,11 +14,17 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from videopanda.data.conversation import RELEASE_INFERENCE_TEMPLATE, inference_template
 
 MODEL_TYPE = "videopanda"  # VideoPandaConfig.model_type, without importing the model
 CONFIG_FILE = "config.json"
 LORA_ADAPTER_DIR = "adapter"  # a LoRA stage output's peft adapter of the LLM
 LORA_BASE_FILE = "lora_base.json"  # a LoRA stage output's reference to the model it started from
+TRAIN_CONFIG_FILE = "train_config.yaml"  # the training config a stage output keeps beside its model
 RELEASE_KEY_PREFIX = "mm_"  # the release's multimodal config.json keys (mm_hidden_size, mm_projector_type, ...)
 
 
@@ -89,3 +95,20 @@ def require_videopanda_dir(path: str | Path) -> Path:
     """``path`` if it is a Video-Panda model directory (config.json of model_type "videopanda")."""
     require_kind(path, ModelDirKind.VIDEOPANDA)
     return Path(path)
+
+
+def model_template(model_dir: str | Path, config: Any = None) -> str:
+    """The template a model directory is prompted with: its config's ``prompt_template``, else the
+    evaluation form of its ``train_config.yaml``'s ``data.template`` (older directories), else the release's."""
+    recorded = (getattr(config, "prompt_template", None) if config is not None
+                else (read_config_json(model_dir) or {}).get("prompt_template"))
+    if recorded:
+        return recorded
+    path = Path(model_dir) / TRAIN_CONFIG_FILE
+    if not path.is_file():
+        return RELEASE_INFERENCE_TEMPLATE
+    try:
+        template = (yaml.safe_load(path.read_text()) or {}).get("data", {}).get("template")
+    except (yaml.YAMLError, AttributeError) as err:
+        raise ValueError(f"{path} is not a training config: {err}") from err
+    return inference_template(template) if template else RELEASE_INFERENCE_TEMPLATE

@@ -28,7 +28,7 @@ from videopanda.data.dataset import VideoLLaVADataset, load_annotations
 from videopanda.data.processing_videopanda import VideoPandaProcessor, save_model_processor
 from videopanda.files import atomic_write_text
 from videopanda.limits import LimitError, check_num_frames
-from videopanda.model.directory import ModelDirKind, model_dir_kind
+from videopanda.model.directory import TRAIN_CONFIG_FILE, ModelDirKind, model_dir_kind
 from videopanda.model.llm import load_llm, load_tokenizer
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 from videopanda.runtime import canonical_dtype_name, resolve_precision
@@ -47,7 +47,6 @@ from videopanda.train.zero import PrecisionCheck, cast_for_engine, start_deepspe
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-CONFIG_NAME = "train_config.yaml"
 SKIP_LOG_NAME = "skipped_samples.jsonl"
 STAGE_RECORD_NAME = "stage.json"  # which stage and config the checkpoints in output_dir belong to
 # Settings a resumed run may change without training something else.
@@ -336,7 +335,7 @@ def train_stage(config: TrainConfig) -> Path:
             save_lora_output(setup.model, setup.tokenizer, config.model, config.output_dir)
         else:
             save_model_processor(config.output_dir, setup.tokenizer, setup.model.config)
-        save_config(setup.config, Path(config.output_dir) / CONFIG_NAME)  # precision as resolved
+        save_config(setup.config, Path(config.output_dir) / TRAIN_CONFIG_FILE)  # precision as resolved
         if lora and config.merge_lora:
             merge_lora_output(config.output_dir)
         logger.info("stage %s done: %s saved to %s", config.stage,

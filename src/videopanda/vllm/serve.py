@@ -22,9 +22,12 @@ from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from videopanda.data.conversation import SeparatorTemplate, get_template
-from videopanda.inference.predictor import model_template  # this launcher execs vLLM: its imports end there
 from videopanda.model.configuration_videopanda import VideoPandaConfig
-from videopanda.model.directory import ModelDirError, require_videopanda_dir
+from videopanda.model.directory import (
+    ModelDirError,
+    model_template,  # this launcher execs vLLM: its imports end there
+    require_videopanda_dir,
+)
 from videopanda.vllm import VIDEO_LOADER
 
 
