@@ -319,10 +319,10 @@ def profile(name: str, form: Form, blocks: contextlib.AbstractContextManager, pi
           " operators by self CPU time")
     print(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40))
     print(f"{name}: blocks (inclusive CPU time; nested blocks are counted in their parents too)")
-    print(f"{'block':>28} {'calls':>6} {'ms':>9} {'share':>6}")
+    print(f"{'block':>36} {'calls':>6} {'ms':>9} {'share':>6}")
     for event in sorted((e for e in events if e.key.startswith("block:")), key=lambda e: -e.cpu_time_total):
         ms = event.cpu_time_total / 1000
-        print(f"{event.key[6:]:>28} {event.count:>6} {ms:>9.1f} {100 * ms / total:>5.1f}%")
+        print(f"{event.key[6:]:>36} {event.count:>6} {ms:>9.1f} {100 * ms / total:>5.1f}%")
 
 
 def load_line(when: str) -> str:
