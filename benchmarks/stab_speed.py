@@ -260,17 +260,29 @@ OUR_STEPS = ("_embed_patches", "_temporal", "_crop_windows", "_pad_per_frame", "
 
 @contextlib.contextmanager
 def labelled_blocks(modules: dict[str, nn.Module], methods: dict[str, tuple[object, str]]) -> Iterator[None]:
-    """Record each module's and method's calls under its name in the profiler's trace."""
-    ranges: list[torch.autograd.profiler.record_function] = []
+    """Record each module's and method's calls under its name in the profiler's trace.
 
-    def enter(name: str) -> None:
-        ranges.append(torch.autograd.profiler.record_function(f"block:{name}"))
-        ranges[-1].__enter__()
+    A module's backward is recorded too, as ``name (backward)``: from its output's gradient arriving to its
+    inputs' gradients leaving (module backward hooks). Methods and modules whose inputs need no gradient
+    (the release's patch embedding) get no backward range.
+    """
+    ranges: dict[str, list[torch.autograd.profiler.record_function]] = {"forward": [], "backward": []}
+
+    def enter(name: str, stack: str) -> None:
+        ranges[stack].append(torch.autograd.profiler.record_function(f"block:{name}"))
+        ranges[stack][-1].__enter__()
+
+    def leave(stack: str) -> None:
+        if ranges[stack]:
+            ranges[stack].pop().__exit__(None, None, None)
 
     handles = []
     for name, module in modules.items():
-        handles.append(module.register_forward_pre_hook(lambda *_, name=name: enter(name)))
-        handles.append(module.register_forward_hook(lambda *_: ranges.pop().__exit__(None, None, None)))
+        handles.append(module.register_forward_pre_hook(lambda *_, name=name: enter(name, "forward")))
+        handles.append(module.register_forward_hook(lambda *_: leave("forward")))
+        handles.append(module.register_full_backward_pre_hook(
+            lambda *_, name=name: enter(f"{name} (backward)", "backward")))
+        handles.append(module.register_full_backward_hook(lambda *_: leave("backward")))
     for name, (owner, attribute) in methods.items():
         method = getattr(owner, attribute)
 
@@ -289,21 +301,28 @@ def labelled_blocks(modules: dict[str, nn.Module], methods: dict[str, tuple[obje
 
 
 def profile(name: str, form: Form, blocks: contextlib.AbstractContextManager, pixels: Tensor, chunks: Tensor,
-            rows: int) -> None:
-    """One forward of ``form`` under torch.profiler: per-operator (self time) and per-block (inclusive) tables."""
+            rows: int, backward: bool) -> None:
+    """One forward (no grad) or forward+backward of ``form`` under torch.profiler.
+
+    Prints per-operator (self time, backward operators included) and per-block (inclusive) tables.
+    """
     activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.no_grad(), blocks, torch.profiler.profile(activities=activities) as prof, \
-            torch.autograd.profiler.record_function("total"):
-        form(pixels, chunks)
+    with torch.set_grad_enabled(backward), blocks, torch.profiler.profile(activities=activities) as prof:
+        begin = time.perf_counter()
+        if backward:
+            form(pixels, chunks).float().square().mean().backward()
+        else:
+            form(pixels, chunks)
+        total = (time.perf_counter() - begin) * 1000
     events = prof.key_averages()
-    total = next(e.cpu_time_total for e in events if e.key == "total") / 1000
-    print(f"\n{name}: forward {total:.0f} ms under the profiler; operators by self CPU time")
+    print(f"\n{name}: {'forward+backward' if backward else 'forward'} {total:.0f} ms (wall) under the profiler;"
+          " operators by self CPU time")
     print(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40))
     print(f"{name}: blocks (inclusive CPU time; nested blocks are counted in their parents too)")
-    print(f"{'block':>28} {'calls':>6} {'ms':>9} {'share':>6}")
+    print(f"{'block':>36} {'calls':>6} {'ms':>9} {'share':>6}")
     for event in sorted((e for e in events if e.key.startswith("block:")), key=lambda e: -e.cpu_time_total):
         ms = event.cpu_time_total / 1000
-        print(f"{event.key[6:]:>28} {event.count:>6} {ms:>9.1f} {100 * ms / total:>5.1f}%")
+        print(f"{event.key[6:]:>36} {event.count:>6} {ms:>9.1f} {100 * ms / total:>5.1f}%")
 
 
 def load_line(when: str) -> str:
@@ -324,7 +343,7 @@ def main() -> None:
     parser.add_argument("--passes", nargs="+", choices=["forward", "backward"], default=["forward", "backward"],
                         help="forward (no grad) and/or forward+backward")
     parser.add_argument("--profile", action="store_true",
-                        help="instead of timing: profile one forward of each form per batch size (operators, blocks)")
+                        help="instead of timing: profile one call per form, batch size and pass (operators, blocks)")
     parser.add_argument("--profile-rows", type=int, default=15, help="operators listed by --profile")
     parser.add_argument("--stab-hidden-size", type=int, choices=[1024, 1152], default=1024,
                         help="widths the release builds with 8 heads")
@@ -359,13 +378,17 @@ def main() -> None:
             raise SystemExit(f"error: the release's tokenizer and ours disagree by {difference:.2e} "
                              f"(tolerance {TOLERANCE[dtype]:.0e}): not the same function, no timing")
         if args.profile:
-            release_blocks = labelled_blocks({"release." + n: getattr(tokenizer, n) for n in RELEASE_BLOCKS}
-                                             | {"projector": projector}, {})
-            our_blocks = labelled_blocks({n: getattr(stab, n) for n in OUR_BLOCKS} | {"projector": projector},
-                                         {n: (stab, n) for n in OUR_STEPS})
-            profile(f"release, {num_videos} video(s)", forms["release"][0], release_blocks, pixels, chunks,
-                    args.profile_rows)
-            profile(f"ours, {num_videos} video(s)", forms["ours"][0], our_blocks, pixels, chunks, args.profile_rows)
+            for backward in [p == "backward" for p in args.passes]:
+                release_blocks = labelled_blocks({"release." + n: getattr(tokenizer, n) for n in RELEASE_BLOCKS}
+                                                 | {"projector": projector}, {})
+                our_blocks = labelled_blocks({n: getattr(stab, n) for n in OUR_BLOCKS} | {"projector": projector},
+                                             {n: (stab, n) for n in OUR_STEPS})
+                profile(f"release, {num_videos} video(s)", forms["release"][0], release_blocks, pixels, chunks,
+                        args.profile_rows, backward)
+                profile(f"ours, {num_videos} video(s)", forms["ours"][0], our_blocks, pixels, chunks,
+                        args.profile_rows, backward)
+                for module in forms["release"][1] + forms["ours"][1]:
+                    module.zero_grad(set_to_none=True)
             continue
         for backward in [p == "backward" for p in args.passes]:
             median = compare(forms, pixels, chunks, backward, args.repeats, warmup)

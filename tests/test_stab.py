@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from conftest import golden_cases, tiny_llama_config
 from videopanda.model.configuration_videopanda import VideoPandaConfig
 from videopanda.model.convert import ours_to_release, release_to_ours
+from videopanda.model.depthwise import depthwise_conv3d
 from videopanda.model.projector import build_projector
 from videopanda.model.stab import STAB, LocalTemporalMHRA, crop_boxes, frame_grid_hw
 
@@ -167,6 +168,23 @@ def test_bfloat16_stab_follows_float32(small_stab):
         tokens = small_stab.to(torch.bfloat16)(video.to(torch.bfloat16), torch.tensor([4])).tokens
     assert tokens.dtype == torch.bfloat16
     torch.testing.assert_close(tokens.float(), expected, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("kernel", [(3, 3, 3), (3, 1, 1)], ids=["dpe", "lmhra-temporal"])
+def test_depthwise_conv3d_on_channels_last_tokens_is_conv3d(kernel):
+    """Outputs and input/weight/bias gradients of the channels-last function equal nn.Conv3d's, in float64."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(6, 6, kernel, padding=[k // 2 for k in kernel], groups=6).double()
+    tokens = torch.randn(2, 4, 5, 3, 6, dtype=torch.float64, requires_grad=True)  # (C, T, H, W, d)
+    video = tokens.permute(0, 4, 1, 2, 3)  # (C, d, T, H, W) channels-last view
+    grad = torch.randn(2, 6, 4, 5, 3, dtype=torch.float64)
+    ours = depthwise_conv3d(video, conv.weight, conv.bias)
+    ours_grads = torch.autograd.grad(ours, (tokens, conv.weight, conv.bias), grad)
+    expected = conv(video.contiguous())
+    expected_grads = torch.autograd.grad(expected, (tokens, conv.weight, conv.bias), grad)
+    torch.testing.assert_close(ours, expected)
+    for name, a, b in zip(("input", "weight", "bias"), ours_grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, b, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["batch-statistics", "running-statistics"])
