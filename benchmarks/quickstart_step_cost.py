@@ -1,16 +1,18 @@
 """Where a quickstart training step's time goes: data, forward, backward and optimizer, full vs LoRA vs frozen LLM.
 
-    python benchmarks/quickstart_step_cost.py [--threads N] [--repeats 3] [--dtype auto]
+    python benchmarks/quickstart_step_cost.py [--threads N] [--repeats 3] [--dtype auto] [--stage pretrain]
+                                              [--lsd-stride S]
 
 Builds the quickstart's model (SmolLM2-135M + 128-wide STAB on 56x56 frames) and
-one batch of its pretrain stage (8 captioned synthetic videos), then times a
+one batch of its pretrain stage (captions; ``--stage finetune``: multi-turn QA), then times a
 training step three ways, in the same run:
 - ``full``: every LLM weight trains (the release's pretrain/finetune rule);
 - ``lora``: the quickstart's adapters (``QuickstartConfig.lora``) train instead of the LLM;
 - ``frozen``: the LLM trains nothing (prealign's rule).
 Wall and CPU seconds are printed per phase (medians over ``--repeats``), with
 ratios against ``full``. CPU seconds divided by the thread count approximate
-the wall time on an otherwise idle machine.
+the wall time on an otherwise idle machine. ``--lsd-stride`` overrides the STAB's LSD
+stride (4 on 56-px frames: one LSD cell, 3 visual tokens per frame instead of 7).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -72,14 +75,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--stage", choices=("pretrain", "finetune"), default="pretrain")
+    parser.add_argument("--lsd-stride", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     precision = resolve_precision(args.dtype)
     quickstart = QuickstartConfig(judge_items=0)
+    if args.lsd_stride is not None:
+        quickstart = replace(quickstart, model={**quickstart.model, "lsd_stride": args.lsd_stride})
     with tempfile.TemporaryDirectory() as tmp:
         synthesize(Path(tmp), SynthConfig(num_train=16, num_test=1))
-        config = stage_config(quickstart, "pretrain", Path(tmp) / "train", Path(tmp) / "runs", precision)
-        rule = get_stage("pretrain")
+        config = stage_config(quickstart, args.stage, Path(tmp) / "train", Path(tmp) / "runs", precision)
+        rule = get_stage(args.stage)
         results = {}
         for mode in MODES:
             model, tokenizer, _ = load_models(quickstart)
@@ -88,13 +95,13 @@ def main() -> None:
             apply_stage(model, rule if mode != "frozen" else get_stage("prealign"), False, lora=mode == "lora")
             dataset = build_dataset(config, rule, model, tokenizer)
             start = clock()
-            samples = [dataset[i] for i in range(quickstart.stages["pretrain"].batch_size)]
+            samples = [dataset[i] for i in range(quickstart.stages[args.stage].batch_size)]
             data = since(start)
             batch = VideoPandaCollator(tokenizer.pad_token_id, "right")(samples)
             batch = {k: v for k, v in batch.items() if k in INPUTS}
             results[mode] = {"data": data, **time_steps(model, batch, precision, args.repeats)}
     shape = tuple(batch["input_ids"].shape)
-    print(f"\nquickstart pretrain step, batch {shape[0]} x {shape[1]} tokens, {precision.dtype} "
+    print(f"\nquickstart {args.stage} step, batch {shape[0]} x {shape[1]} tokens, {precision.dtype} "
           f"({precision.cpu_capability}), {args.threads} thread(s); seconds as wall / cpu\n")
     print("| LLM | data | forward | backward | optimizer | step (no data) | step vs full |")
     print("|---|---|---|---|---|---|---|")
