@@ -72,8 +72,13 @@ def share_cores_between_workers() -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the CLI and torchrun subprocesses at start-up
 
 
-# The longest work units, started first (pytest-xdist hands units out in collection order).
-LONG_UNITS = ("quickstart", "test_train_runs")
+# The longest work units, longest first (`pytest --durations=0`, summed per unit: about 180, 135, then 45 to 15
+# seconds on 2 cores). pytest-xdist hands units out in collection order, so these start first and the run ends
+# on short units instead of one worker finishing a long one while the other idles.
+LONG_UNITS = ("test_train_runs", "quickstart", "test_hostile_serve", "test_train_runs_one_process",
+              "test_lmms_benchmarks", "test_transformers_processor_suite", "test_serve",
+              "test_transformers_model_tests", "test_smollm2_cache", "test_golden_dir", "test_cli_errors",
+              "test_train_lora", "test_lmms_plugin", "test_eval_endpoint")
 
 
 def xdist_unit(item) -> str:
@@ -93,6 +98,19 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.xdist_group(xdist_unit(item)))
     rank = {unit: i for i, unit in enumerate(LONG_UNITS)}
     items.sort(key=lambda item: rank.get(xdist_unit(item), len(rank)))  # stable: the rest keep their order
+
+
+def pytest_xdist_node_collection_finished(node, ids) -> None:
+    """Every test's node id must carry its unit (``...@unit``, added by pytest-xdist in the worker): without it
+    xdist hands out single tests and each worker builds every shared fixture (quickstart, training runs) again.
+    Stop the run rather than let it silently take twice as long."""
+    if node.config.getvalue("dist") != "loadgroup":
+        return
+    lost = [nodeid for nodeid in ids if "@" not in nodeid.rsplit("]", 1)[-1]]
+    if lost:
+        pytest.exit(f"pytest-xdist did not group {len(lost)} tests into their work units (first: {lost[0]}): this "
+                    "pytest and pytest-xdist do not work together (pytest-xdist#1386); install the test extra's "
+                    "versions (pip install -e '.[test]'), or run with -n 0", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def use_test_cache_dir(config) -> None:
