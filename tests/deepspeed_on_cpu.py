@@ -8,14 +8,15 @@ environment, the run crashes after checkpoint-N (``crash_after_checkpoint.py``).
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import crash_after_checkpoint  # noqa: F401  (KILL_AFTER_CHECKPOINT)
-import deepspeed.comm.torch
 
 from videopanda.cli import main
 
-deepspeed.comm.torch.build_shm_op = lambda: None
+# By module name: ``deepspeed.comm.torch`` as an attribute chain is the real ``torch`` (deepspeed.comm imports it).
+importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
