@@ -187,6 +187,26 @@ def test_depthwise_conv3d_on_channels_last_tokens_is_conv3d(kernel):
         torch.testing.assert_close(a, b, msg=lambda m, name=name: f"{name}: {m}")
 
 
+def test_depthwise_conv3d_under_bf16_autocast_is_conv3d_under_it():
+    """Training in bf16 autocast (float32 weights, bf16 activations): same output dtype and values as nn.Conv3d under
+    autocast, and gradients in each input's own dtype (float32 for the weights) that agree to bf16 rounding."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(6, 6, (3, 3, 3), padding=1, groups=6)
+    tokens = torch.randn(2, 4, 5, 3, 6, requires_grad=True)  # (C, T, H, W, d) float32
+    video = tokens.permute(0, 4, 1, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = depthwise_conv3d(video, conv.weight, conv.bias)
+        expected = conv(video.contiguous())
+    assert ours.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(ours, expected)
+    grad = torch.randn_like(expected)
+    ours_grads = torch.autograd.grad(ours, (tokens, conv.weight, conv.bias), grad)
+    expected_grads = torch.autograd.grad(expected, (tokens, conv.weight, conv.bias), grad)
+    for name, a, b in zip(("input", "weight", "bias"), ours_grads, expected_grads, strict=True):
+        assert a.dtype == b.dtype == torch.float32, name
+        torch.testing.assert_close(a, b, atol=0.05, rtol=0.02, msg=lambda m, name=name: f"{name}: {m}")
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["batch-statistics", "running-statistics"])
 def test_lmhra_on_channels_last_tokens_is_the_release_layer_stack(training):
     """Matrix products, shifted taps and (in eval) the folded BatchNorm give the Conv3d stack's outputs and grads."""

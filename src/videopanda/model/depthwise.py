@@ -22,6 +22,11 @@ class _DepthwiseConv3d(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, video: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         """video (C, d, T, H, W) channels-last, weight (d, 1, k, k, k) odd k, bias (d,) -> (C, d, T, H, W)."""
+        # Under autocast, compute in its dtype as nn.Conv3d would, and keep those copies for the backward, which
+        # runs outside autocast: its gradients are cast back to each input's own dtype (e.g. float32 weights).
+        ctx.input_dtypes = (video.dtype, weight.dtype, bias.dtype)
+        dtype = _compute_dtype(video)
+        video, weight, bias = video.to(dtype), weight.to(dtype), bias.to(dtype)
         padding = [size // 2 for size in weight.shape[2:]]
         ctx.save_for_backward(video, weight)
         ctx.padding = padding
@@ -31,7 +36,7 @@ class _DepthwiseConv3d(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         video, weight = ctx.saved_tensors
         groups, padding = weight.shape[0], ctx.padding
-        grad = grad.contiguous(memory_format=torch.channels_last_3d)  # a no-op for the permuted tokens' gradient
+        grad = grad.to(video.dtype).contiguous(memory_format=torch.channels_last_3d)  # no copy in the usual case
         grad_video = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_video = F.conv3d(grad, weight.flip(2, 3, 4), padding=padding, groups=groups)
@@ -41,7 +46,16 @@ class _DepthwiseConv3d(torch.autograd.Function):
                 [0, 0, 0], groups, [False, True, False])[1]
         if ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 2, 3, 4))
-        return grad_video, grad_weight, grad_bias
+        video_dtype, weight_dtype, bias_dtype = ctx.input_dtypes
+        return (None if grad_video is None else grad_video.to(video_dtype),
+                None if grad_weight is None else grad_weight.to(weight_dtype),
+                None if grad_bias is None else grad_bias.to(bias_dtype))
+
+
+def _compute_dtype(video: Tensor) -> torch.dtype:
+    """The dtype autocast runs a convolution in on ``video``'s device, or ``video``'s own outside autocast."""
+    device = video.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else video.dtype
 
 
 def depthwise_conv3d(video: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
