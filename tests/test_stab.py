@@ -205,6 +205,12 @@ def test_depthwise_conv3d_under_bf16_autocast_is_conv3d_under_it():
     for name, a, b in zip(("input", "weight", "bias"), ours_grads, expected_grads, strict=True):
         assert a.dtype == b.dtype == torch.float32, name
         torch.testing.assert_close(a, b, atol=0.05, rtol=0.02, msg=lambda m, name=name: f"{name}: {m}")
+    conv.double()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast leaves float64 alone, and so do we
+        ours = depthwise_conv3d(video.detach().double(), conv.weight, conv.bias)
+        expected = conv(video.detach().double().contiguous())
+    assert ours.dtype == expected.dtype == torch.float64
+    torch.testing.assert_close(ours, expected)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["batch-statistics", "running-statistics"])

@@ -53,9 +53,12 @@ class _DepthwiseConv3d(torch.autograd.Function):
 
 
 def _compute_dtype(video: Tensor) -> torch.dtype:
-    """The dtype autocast runs a convolution in on ``video``'s device, or ``video``'s own outside autocast."""
+    """The dtype autocast runs a convolution in on ``video``'s device; ``video``'s own outside autocast, or for
+    float64, which autocast leaves alone."""
     device = video.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else video.dtype
+    if torch.is_autocast_enabled(device) and video.dtype != torch.float64:
+        return torch.get_autocast_dtype(device)
+    return video.dtype
 
 
 def depthwise_conv3d(video: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
