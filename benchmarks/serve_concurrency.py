@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
-import time
 from pathlib import Path
 
 import openai
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from client_threads import run_client_threads  # noqa: E402
+
 from serve_support import start_uvicorn  # noqa: E402
 from videopanda.serve import MediaPolicy, ServeConfig, create_app, load_served_model  # noqa: E402
 
@@ -33,32 +33,15 @@ def run_clients(url: str, model_id: str, clients: int, requests: int, max_tokens
                 video: Path | None) -> tuple[float, list[float]]:
     """``requests`` calls shared by ``clients`` threads; returns the wall time and each call's latency."""
     client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
-    latencies: list[float] = []
-    next_index = iter(range(requests))
-    lock = threading.Lock()
 
-    def work() -> None:
-        while True:
-            with lock:
-                i = next(next_index, None)
-            if i is None:
-                return
-            content = [PROMPTS[i % len(PROMPTS)]]
-            if video is not None:
-                content.append({"type": "video_url", "video_url": {"url": video.name}})
-            start = time.perf_counter()
-            client.chat.completions.create(model=model_id, max_tokens=max_tokens,
-                                           messages=[{"role": "user", "content": content}])
-            with lock:
-                latencies.append(time.perf_counter() - start)
+    def call(i: int) -> None:
+        content: list = [PROMPTS[i % len(PROMPTS)]]
+        if video is not None:
+            content.append({"type": "video_url", "video_url": {"url": video.name}})
+        client.chat.completions.create(model=model_id, max_tokens=max_tokens,
+                                       messages=[{"role": "user", "content": content}])
 
-    threads = [threading.Thread(target=work) for _ in range(clients)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - start, latencies
+    return run_client_threads(clients, range(requests), call)
 
 
 def main() -> None:

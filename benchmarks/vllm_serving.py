@@ -22,11 +22,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import openai
+from client_threads import run_client_threads
 
 from videopanda.cli import main as cli_main
 from videopanda.data.decode import find_video_file
@@ -69,27 +69,15 @@ def stop(server: subprocess.Popen) -> None:
 def requests_per_s(url: str, model: str, clients: int, jobs: list[tuple[Path, str]], max_tokens: int) -> float:
     """``jobs`` (video, question) shared by ``clients`` threads; requests per second of wall time."""
     client = openai.OpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=600)
-    pending = iter(jobs)
-    lock = threading.Lock()
 
-    def work() -> None:
-        while True:
-            with lock:
-                job = next(pending, None)
-            if job is None:
-                return
-            video, question = job
-            client.chat.completions.create(model=model, max_tokens=max_tokens, temperature=0, messages=[
-                {"role": "user", "content": [{"type": "video_url", "video_url": {"url": video.resolve().as_uri()}},
-                                             {"type": "text", "text": question}]}])
+    def call(job: tuple[Path, str]) -> None:
+        video, question = job
+        client.chat.completions.create(model=model, max_tokens=max_tokens, temperature=0, messages=[
+            {"role": "user", "content": [{"type": "video_url", "video_url": {"url": video.resolve().as_uri()}},
+                                         {"type": "text", "text": question}]}])
 
-    threads = [threading.Thread(target=work) for _ in range(clients)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return len(jobs) / (time.perf_counter() - began)
+    wall, _ = run_client_threads(clients, jobs, call)
+    return len(jobs) / wall
 
 
 def qa_jobs(qa_dir: Path, count: int) -> tuple[list[tuple[Path, str]], Path]:

@@ -189,3 +189,16 @@ def test_build_from_a_local_llm_directory(tmp_path):
         assert torch.isfinite(model(**video_batch(model)).logits).all()
     with pytest.raises(FileNotFoundError, match="not found"):
         build_videopanda(tmp_path / "absent")
+
+
+def test_build_in_bfloat16_keeps_rope_frequencies_in_float32(tmp_path):
+    """Rounded to bf16, RoPE's inv_freq would shift every position's rotation (as from_pretrained avoids)."""
+    AutoModelForCausalLM.from_config(tiny_llama_config(vocab_size=len(WORDS))).save_pretrained(tmp_path / "llm")
+    write_tokenizer(tmp_path / "llm")
+    built = {dtype: build_videopanda(tmp_path / "llm", dtype, stab_hidden_size=32, image_size=112,
+                                     teacher_image_size=56)[0] for dtype in (torch.float32, torch.bfloat16)}
+    rope = {dtype: dict(model.named_buffers())["language_model.model.rotary_emb.inv_freq"]
+            for dtype, model in built.items()}
+    assert built[torch.bfloat16].dtype == torch.bfloat16
+    assert rope[torch.bfloat16].dtype == torch.float32
+    assert torch.equal(rope[torch.bfloat16], rope[torch.float32])

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 if TYPE_CHECKING:
     import torch
+
+    ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 # torch is imported where it is used: the CLI's parsers read DTYPE_CHOICES and must stay import-light.
 logger = logging.getLogger(__name__)
@@ -120,3 +122,17 @@ def resolve_precision(requested: str = "auto", device: str | torch.device = "cpu
         choice = Precision("float32", "auto", device_type, reason, capability)
     logger.info("precision: %s on %s (%s)", choice.dtype, device_type, choice.reason)
     return choice
+
+
+def cast_weights(model: ModuleT, dtype: torch.dtype) -> ModuleT:
+    """``model`` with its floating parameters and saved buffers in ``dtype`` (in place); the float32 buffers
+    it does not save (RoPE ``inv_freq``: rounded to bf16, every position's rotation shifts) stay float32,
+    as ``from_pretrained(dtype=...)`` leaves them."""
+    import torch
+
+    kept = [(module, name, buffer) for module in model.modules() for name, buffer in module._buffers.items()
+            if buffer is not None and name in module._non_persistent_buffers_set and buffer.dtype == torch.float32]
+    model.to(dtype)
+    for module, name, buffer in kept:
+        module._buffers[name] = buffer
+    return model

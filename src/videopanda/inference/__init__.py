@@ -18,7 +18,6 @@ from videopanda.inference.generation import (
 from videopanda.inference.loading import (
     LOADABLE_KINDS,
     LoadedModel,
-    cast_weights,
     is_loadable,
     load_model_dir,
     read_model_config,
@@ -26,6 +25,7 @@ from videopanda.inference.loading import (
 )
 from videopanda.inference.predictor import ChatLLM, GenerationConfig, VideoPandaPredictor
 from videopanda.model.directory import model_template
+from videopanda.runtime import cast_weights
 
 __all__ = [
     "FINISH_CANCELLED",

@@ -14,17 +14,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from videopanda.model.configuration_videopanda import VideoPandaConfig
 from videopanda.model.directory import LORA_BASE_FILE, ModelDirKind, model_dir_kind, require_kind
 from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
-from videopanda.runtime import Precision, resolve_device, resolve_precision
+from videopanda.runtime import Precision, cast_weights, resolve_device, resolve_precision
 
-ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 LOADABLE_KINDS = (ModelDirKind.VIDEOPANDA, ModelDirKind.LORA_ADAPTER, ModelDirKind.RELEASE)
 
 
@@ -86,14 +83,3 @@ def read_model_config(path: str | Path) -> VideoPandaConfig | None:
             config.num_frames = base["num_frames"]
         return config
     return None
-
-
-def cast_weights(model: ModuleT, dtype: torch.dtype) -> ModuleT:
-    """``model`` with its floating parameters and saved buffers in ``dtype`` (in place); the float32 buffers
-    it does not save (RoPE ``inv_freq``: rounded to bf16, every position's rotation shifts) stay float32."""
-    kept = [(module, name, buffer) for module in model.modules() for name, buffer in module._buffers.items()
-            if buffer is not None and name in module._non_persistent_buffers_set and buffer.dtype == torch.float32]
-    model.to(dtype)
-    for module, name, buffer in kept:
-        module._buffers[name] = buffer
-    return model

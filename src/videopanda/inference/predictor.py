@@ -28,9 +28,9 @@ from videopanda.data.decode import read_video_frames
 from videopanda.data.processing_videopanda import VideoPandaProcessor, decode_text
 from videopanda.data.transform import VisualInputs
 from videopanda.inference.generation import GenerationRequest, GenerationResult, RowMonitor
-from videopanda.inference.loading import cast_weights, load_model_dir, read_model_config
+from videopanda.inference.loading import load_model_dir, read_model_config
 from videopanda.model.directory import model_template
-from videopanda.runtime import Precision, resolve_precision
+from videopanda.runtime import Precision, cast_weights, resolve_precision
 
 if TYPE_CHECKING:
     from videopanda.model.modeling_videopanda import VideoPandaForCausalLM

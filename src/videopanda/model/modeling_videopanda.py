@@ -40,6 +40,7 @@ from videopanda.model.projector import build_projector
 from videopanda.model.stab import STAB, LocalSpatioTemporalEncoder, LocalTemporalMHRA, tokens_per_frame
 from videopanda.model.stab_attention import GlobalSpatioTemporalAttention, GSTRAMlp
 from videopanda.model.weights import check_weight_files
+from videopanda.runtime import cast_weights
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -445,7 +446,7 @@ def build_videopanda(
     """
     tokenizer = load_tokenizer(llm)
     model = VideoPandaForCausalLM.from_llm(load_llm(llm, dtype), tokenizer, **config_kwargs)
-    return model.to(dtype), tokenizer  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides the bound self
+    return cast_weights(model, dtype), tokenizer
 
 
 def _selected_layers(
