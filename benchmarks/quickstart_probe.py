@@ -1,0 +1,138 @@
+"""What a quickstart model's visual tokens tell a reader: linear probes, trained STAB against a fresh one.
+
+For synthetic scenes (``data.synth``, rendered in memory: no codec), the STAB's tokens (F frames x T
+slots x d) are pooled five ways, each the view of a different reader, and a logistic regression is fitted
+per question type on one set of scenes and scored on another:
+
+* ``all``         every token, each in its place: frame and slot identity (an upper bound);
+* ``time-mean``   each slot averaged over the frames: a reader that cannot tell frames apart;
+* ``half-diff``   first half of the frames minus second half: a reader that tells early from late;
+* ``last-slots``  the last frame's tokens, each in its slot;
+* ``last-sum``    the last frame's tokens summed: a reader that cannot tell slots apart.
+
+The baseline, in the same run, is the same model with its STAB and projector re-initialised (``--seed``).
+Chance is uniform guessing over the answers. Example::
+
+    python benchmarks/quickstart_probe.py --model quickstart/model
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from videopanda.data.synth import FRAME_SIZES, KINDS, NUM_OPTIONS, Scene, render_scene, sample_scene
+from videopanda.inference import GenerationConfig, VideoPandaPredictor
+
+POOLINGS: dict[str, Callable[[Tensor], Tensor]] = {  # (F, T, d) -> features
+    "all": lambda tokens: tokens.flatten(),
+    "time-mean": lambda tokens: tokens.mean(0).flatten(),
+    "half-diff": lambda tokens: (tokens[: len(tokens) // 2].mean(0) - tokens[len(tokens) // 2:].mean(0)).flatten(),
+    "last-slots": lambda tokens: tokens[-1].flatten(),
+    "last-sum": lambda tokens: tokens[-1].sum(0),
+}
+ATTRIBUTES = ("colour", "shape", "size", "direction", "count", "order")
+
+
+def scenes(seed: int, count: int) -> list[Scene]:
+    """Kinds and aspects cycled as the dataset cycles them."""
+    aspects = list(FRAME_SIZES)
+    return [sample_scene(np.random.default_rng([seed, i]), KINDS[i % len(KINDS)], aspects[(i // len(KINDS)) % 3])
+            for i in range(count)]
+
+
+def answers(scene: Scene) -> dict[str, str]:
+    obj = scene.objects[0]
+    if scene.kind == "order":
+        return {"order": str(scene.first)}
+    labels = {"colour": obj.colour, "shape": obj.shape, "size": obj.size}
+    if scene.kind == "move":
+        labels["direction"] = scene.direction
+    else:
+        labels["count"] = str(len(scene.hidden_steps))
+    return labels
+
+
+@torch.no_grad()
+def features(predictor: VideoPandaPredictor, batch: list[Scene]) -> dict[str, np.ndarray]:
+    """Each pooling's (scenes, features); frames' tokens zero-padded to a square frame's slots (the most)."""
+    pooled: dict[str, list[np.ndarray]] = {name: [] for name in POOLINGS}
+    size = predictor.model.config.image_size
+    slots = predictor.processor.video_processor.num_tokens(1, size, size)
+    for scene in batch:
+        frames = render_scene(scene)[:: 2]  # one frame per logical step, as the release's sampling picks
+        pixels = predictor.preprocess_video(frames).pixel_values
+        out = predictor.model.get_video_features(pixels, torch.tensor([[len(pixels), 1, 1]]))
+        tokens = torch.zeros(len(pixels), slots, out.last_hidden_state.shape[-1])
+        tokens[:, : out.last_hidden_state.shape[1]] = out.last_hidden_state.float()  # (F, T, d)
+        for name, pool in POOLINGS.items():
+            pooled[name].append(pool(tokens).numpy())
+    return {name: np.stack(rows) for name, rows in pooled.items()}
+
+
+def probe_accuracy(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, test_y: list[str],
+                   l2: float = 1e-2) -> float:
+    """Held-out accuracy of an L2-regularised logistic regression on standardised features."""
+    classes = sorted(set(train_y))
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    xa = torch.tensor((train_x - mean) / std, dtype=torch.float32)
+    xb = torch.tensor((test_x - mean) / std, dtype=torch.float32)
+    ya = torch.tensor([classes.index(y) for y in train_y])
+    yb = torch.tensor([classes.index(y) if y in classes else -1 for y in test_y])
+    weight = torch.zeros(xa.shape[1], len(classes), requires_grad=True)
+    bias = torch.zeros(len(classes), requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xa @ weight + bias, ya) + l2 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return float(((xb @ weight + bias).argmax(1) == yb).float().mean())
+
+
+def reinitialised(predictor: VideoPandaPredictor, seed: int) -> VideoPandaPredictor:
+    fresh = copy.copy(predictor)
+    fresh.model = copy.deepcopy(predictor.model)
+    torch.manual_seed(seed)
+    for module in [*fresh.model.stab.modules(), *fresh.model.projector.modules()]:
+        fresh.model._init_weights(module)
+    return fresh
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a quickstart model directory (quickstart/model)")
+    parser.add_argument("--train-scenes", type=int, default=450, help="scenes the probes are fitted on")
+    parser.add_argument("--test-scenes", type=int, default=180, help="scenes they are scored on")
+    parser.add_argument("--seed", type=int, default=0, help="scenes and the fresh STAB's initial weights")
+    args = parser.parse_args()
+
+    trained = VideoPandaPredictor.from_pretrained(args.model, GenerationConfig(max_new_tokens=1), dtype="float32")
+    train_scenes, test_scenes = scenes(args.seed + 1, args.train_scenes), scenes(args.seed + 2, args.test_scenes)
+    train_y, test_y = [answers(s) for s in train_scenes], [answers(s) for s in test_scenes]
+    header = " | ".join(f"{who} {name}" for who in ("trained", "fresh") for name in POOLINGS)
+    print(f"| question | scenes fitted/scored | chance | {header} |")
+    print("|---" * (3 + 2 * len(POOLINGS)) + "|")
+    table = {who: (features(p, train_scenes), features(p, test_scenes))
+             for who, p in (("trained", trained), ("fresh", reinitialised(trained, args.seed)))}
+    for attribute in ATTRIBUTES:
+        fit = [i for i, labels in enumerate(train_y) if attribute in labels]
+        score = [i for i, labels in enumerate(test_y) if attribute in labels]
+        cells = [100 * probe_accuracy(table[who][0][name][fit], [train_y[i][attribute] for i in fit],
+                                      table[who][1][name][score], [test_y[i][attribute] for i in score])
+                 for who in ("trained", "fresh") for name in POOLINGS]
+        print(f"| {attribute} | {len(fit)}/{len(score)} | {100 / NUM_OPTIONS[attribute]:.0f} | "
+              + " | ".join(f"{c:.0f}" for c in cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
