@@ -86,6 +86,13 @@ def test_a_lora_output_loads_as_its_merged_directory(lora_dir, tiny_videopanda_d
     assert loaded.kind is ModelDirKind.LORA_ADAPTER and not any("lora_" in k for k in loaded.model.state_dict())
 
 
+def test_a_lora_output_exports_to_the_release_layout_as_its_merged_model(lora_dir, tmp_path):
+    merged = merge_lora_output(shutil.copytree(lora_dir, tmp_path / "merged"))
+    assert cli_main(["convert", "--to-release", "--model", str(lora_dir), "--out", str(tmp_path / "exported")]) == 0
+    assert model_dir_kind(tmp_path / "exported") is ModelDirKind.RELEASE
+    torch.testing.assert_close(scores(tmp_path / "exported"), scores(merged))
+
+
 def test_a_release_checkpoint_and_its_conversion_load_as_the_model_exported(release_dir, tiny_videopanda_dir, tmp_path):
     assert cli_main(["convert", "--release", str(release_dir), "--out", str(tmp_path / "converted")]) == 0
     original = scores(tiny_videopanda_dir)

@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--release", type=Path,
                         help="release directory (config.json + pytorch_model-*.bin / *.safetensors)")
-    source.add_argument("--model", type=Path, help="our model directory (save_pretrained), with --to-release")
+    source.add_argument("--model", type=Path,
+                        help="our model directory (save_pretrained, or a LoRA output: merged), with --to-release")
     parser.add_argument("--to-release", action="store_true", help="write --model in the release layout")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--teacher", type=Path, help=f"teacher weights ({TEACHER_FILE}) to include, with --to-release")
@@ -62,14 +63,25 @@ def from_release(release: Path, out: Path, dtype: torch.dtype | None) -> int:
 
 
 def to_release(model_dir: Path, out: Path, teacher_file: Path | None, dtype: torch.dtype | None) -> int:
+    """A trained model directory, or an unmerged LoRA output (merged on load), in the release layout."""
+    from videopanda.model.directory import ModelDirKind, require_kind
     from videopanda.model.llm import load_tokenizer
     from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
     from videopanda.model.release import export_release_checkpoint
     from videopanda.model.weights import load_weight_file
+    from videopanda.runtime import cast_weights
 
-    model = VideoPandaForCausalLM.from_pretrained(model_dir, dtype=dtype or "auto")
+    if require_kind(model_dir, ModelDirKind.VIDEOPANDA, ModelDirKind.LORA_ADAPTER) is ModelDirKind.LORA_ADAPTER:
+        from videopanda.train.lora import load_lora_output
+
+        model, tokenizer = load_lora_output(model_dir, merge=True)
+        if dtype is not None:
+            cast_weights(model, dtype)
+    else:
+        model = VideoPandaForCausalLM.from_pretrained(model_dir, dtype=dtype or "auto")
+        tokenizer = load_tokenizer(model_dir)
     teacher = load_weight_file(teacher_file) if teacher_file else None
-    export_release_checkpoint(model, out, teacher=teacher, tokenizer=load_tokenizer(model_dir))
+    export_release_checkpoint(model, out, teacher=teacher, tokenizer=tokenizer)
     logger.info("wrote %s in the release layout", out)
     return 0
 
