@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from videopanda.data.synth import FRAME_SIZES, KINDS, NUM_OPTIONS, Scene, render_scene, sample_scene
+from videopanda.data.synth import COARSE_TYPE, NUM_OPTIONS, Scene, SynthConfig, render_scene, scene_at, scene_questions
 from videopanda.inference import GenerationConfig, VideoPandaPredictor
 
 POOLINGS: dict[str, Callable[[Tensor], Tensor]] = {  # (F, T, d) -> features
@@ -36,25 +36,23 @@ POOLINGS: dict[str, Callable[[Tensor], Tensor]] = {  # (F, T, d) -> features
     "last-slots": lambda tokens: tokens[-1].flatten(),
     "last-sum": lambda tokens: tokens[-1].sum(0),
 }
-ATTRIBUTES = ("colour", "shape", "size", "direction", "count", "order")
 
 
-def scenes(seed: int, count: int) -> list[Scene]:
-    """Kinds and aspects cycled as the dataset cycles them."""
-    aspects = list(FRAME_SIZES)
-    return [sample_scene(np.random.default_rng([seed, i]), KINDS[i % len(KINDS)], aspects[(i // len(KINDS)) % 3])
-            for i in range(count)]
+def scenes(seed: int, count: int) -> list[tuple[Scene, np.random.Generator]]:
+    """``count`` scenes cycled as the dataset cycles them, each with the generator its questions draw from."""
+    out = []
+    for index in range(count):
+        rng = np.random.default_rng([seed, index])
+        out.append((scene_at(rng, index), rng))
+    return out
 
 
-def answers(scene: Scene) -> dict[str, str]:
-    obj = scene.objects[0]
-    if scene.kind == "order":
-        return {"order": str(scene.first)}
-    labels = {"colour": obj.colour, "shape": obj.shape, "size": obj.size}
-    if scene.kind == "move":
-        labels["direction"] = scene.direction
-    else:
-        labels["count"] = str(len(scene.hidden_steps))
+def answers(scene: Scene, rng: np.random.Generator) -> dict[str, str]:
+    """The dataset's answer per question type; for ``order``, which of the two objects moves first (left or
+    right), so that the probe asks about time and not about colour, as the question's answer would."""
+    labels = {qa.type: qa.answer for qa in scene_questions(scene, rng)}
+    if "order" in labels:
+        labels["order"] = str(scene.first)
     return labels
 
 
@@ -65,7 +63,7 @@ def features(predictor: VideoPandaPredictor, batch: list[Scene]) -> dict[str, np
     size = predictor.model.config.image_size
     slots = predictor.processor.video_processor.num_tokens(1, size, size)
     for scene in batch:
-        frames = render_scene(scene)[:: 2]  # one frame per logical step, as the release's sampling picks
+        frames = render_scene(scene)[:: SynthConfig.frames_per_step]  # one frame per step, as the release picks
         pixels = predictor.preprocess_video(frames).pixel_values
         out = predictor.model.get_video_features(pixels, torch.tensor([[len(pixels), 1, 1]]))
         tokens = torch.zeros(len(pixels), slots, out.last_hidden_state.shape[-1])
@@ -117,14 +115,15 @@ def main() -> None:
     args = parser.parse_args()
 
     trained = VideoPandaPredictor.from_pretrained(args.model, GenerationConfig(max_new_tokens=1), dtype="float32")
-    train_scenes, test_scenes = scenes(args.seed + 1, args.train_scenes), scenes(args.seed + 2, args.test_scenes)
-    train_y, test_y = [answers(s) for s in train_scenes], [answers(s) for s in test_scenes]
+    train, test = scenes(args.seed + 1, args.train_scenes), scenes(args.seed + 2, args.test_scenes)
+    train_scenes, test_scenes = [scene for scene, _ in train], [scene for scene, _ in test]
+    train_y, test_y = [answers(*pair) for pair in train], [answers(*pair) for pair in test]
     header = " | ".join(f"{who} {name}" for who in ("trained", "fresh") for name in POOLINGS)
     print(f"| question | scenes fitted/scored | chance | {header} |")
     print("|---" * (3 + 2 * len(POOLINGS)) + "|")
     table = {who: (features(p, train_scenes), features(p, test_scenes))
              for who, p in (("trained", trained), ("fresh", reinitialised(trained, args.seed)))}
-    for attribute in ATTRIBUTES:
+    for attribute in COARSE_TYPE:  # the dataset's question types
         fit = [i for i, labels in enumerate(train_y) if attribute in labels]
         score = [i for i, labels in enumerate(test_y) if attribute in labels]
         cells = [100 * probe_accuracy(table[who][0][name][fit], [train_y[i][attribute] for i in fit],

@@ -283,16 +283,19 @@ def _video_rng(seed: int, split: int, index: int) -> np.random.Generator:
 
 
 
-def _build_split(root: Path, subdir: str, split: int, count: int, config: SynthConfig, desc: str):
-    """Yield (name, video path relative to ``root``, scene, rng) for ``count`` new videos.
-
-    Kind cycles with period 3, aspect with period 9 (each kind on each aspect), container with period 5
-    (coprime: small sets hold every container).
-    """
+def scene_at(rng: np.random.Generator, index: int) -> Scene:
+    """A split's ``index``-th scene: kind cycles with period 3, aspect with period 9 (each kind on each aspect)."""
     aspects = list(FRAME_SIZES)
+    return sample_scene(rng, KINDS[index % len(KINDS)], aspects[(index // len(KINDS)) % len(aspects)])
+
+
+def _build_split(root: Path, subdir: str, split: int, count: int, config: SynthConfig, desc: str):
+    """Yield (name, video path relative to ``root``, scene, rng) for ``count`` new videos (``scene_at``);
+    container cycles with period 5 (coprime with the scenes' 9: small sets hold every container).
+    """
     for index in tqdm(range(count), desc=desc, unit="video", leave=False):
         rng = _video_rng(config.seed, split, index)
-        scene = sample_scene(rng, KINDS[index % len(KINDS)], aspects[(index // len(KINDS)) % len(aspects)])
+        scene = scene_at(rng, index)
         name = f"synth_{split}_{index:05d}"
         frames = render_scene(scene, config.steps, config.frames_per_step)
         path = write_video(root / subdir / f"{name}{CONTAINERS[index % len(CONTAINERS)]}", frames, fps=config.fps)
