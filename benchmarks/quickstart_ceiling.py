@@ -16,45 +16,25 @@ The baseline is chance (uniform guessing over a question's answers). Example::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 
 import numpy as np
 import torch
-from quickstart_probe import answers, scenes
+from quickstart_probe import TokenReader, answers, scenes
 from torch import Tensor, nn
 
-from videopanda.data.synth import COARSE_TYPE, NUM_OPTIONS, Scene, SynthConfig, render_scene
-from videopanda.data.video_processing_videopanda import VideoPandaVideoProcessor
-from videopanda.model.modeling_videopanda import VideoPandaForCausalLM, build_videopanda
+from videopanda.data.synth import COARSE_TYPE, NUM_OPTIONS
+from videopanda.model.configuration_videopanda import VideoPandaConfig
+from videopanda.model.modeling_videopanda import build_videopanda
 from videopanda.quickstart.config import QuickstartConfig
-
-
-class TokenReader:
-    """A model's STAB and its video processor: scenes -> (videos, frames x slots x d) tokens, each in its place."""
-
-    def __init__(self, model: VideoPandaForCausalLM) -> None:
-        self.model = model
-        self.processor = VideoPandaVideoProcessor.from_model_config(model.config)
-        size = model.config.image_size
-        self.slots = self.processor.num_tokens(1, size, size)  # a square frame's, the most
-
-    def pixels(self, scene: Scene) -> Tensor:
-        frames = render_scene(scene)[:: SynthConfig.frames_per_step]  # one frame per step, as the release picks
-        return self.processor.preprocess_video(frames).pixel_values  # (F, 4, S, S)
-
-    def tokens(self, pixels: list[Tensor]) -> Tensor:
-        """(V, F*slots*d): each video's STAB tokens, frames zero-padded to a square frame's slots."""
-        grid = torch.tensor([[len(p), 1, 1] for p in pixels])
-        out = self.model.get_video_features(torch.cat(pixels), grid).last_hidden_state  # (V*F, T, d)
-        padded = nn.functional.pad(out, (0, 0, 0, self.slots - out.shape[1]))
-        return padded.reshape(len(pixels), -1)
 
 
 def accuracy(reader: TokenReader, heads: nn.ModuleDict, pixels: list[Tensor], labels: list[dict[str, str]],
              classes: dict[str, list[str]]) -> dict[str, float]:
     reader.model.eval()
     with torch.no_grad():
-        features = torch.cat([reader.tokens(pixels[i:i + 16]) for i in range(0, len(pixels), 16)])
+        features = torch.cat([reader.tokens(pixels[i:i + 16]).flatten(1) for i in range(0, len(pixels), 16)])
     reader.model.train()
     scores = {}
     for kind, names in classes.items():
@@ -62,6 +42,21 @@ def accuracy(reader: TokenReader, heads: nn.ModuleDict, pixels: list[Tensor], la
         target = torch.tensor([names.index(labels[i][kind]) for i in rows])
         scores[kind] = 100 * float((heads[kind](features[rows]).argmax(1) == target).float().mean())
     return scores
+
+
+def config_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` items -> VideoPandaConfig overrides (values as JSON, else as strings); unknown keys are errors."""
+    known = inspect.signature(VideoPandaConfig.__init__).parameters
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            parser.error(f"--config {item!r}: expected KEY=VALUE with KEY a VideoPandaConfig field")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
 
 
 def main() -> None:
@@ -82,8 +77,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    overrides = config_overrides(parser, args.config)
     torch.manual_seed(args.seed)
-    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.config)}
     model, _ = build_videopanda(QuickstartConfig().llm, **{**QuickstartConfig().model, **overrides})
     reader = TokenReader(model)
     train, test = scenes(args.seed + 11, args.train_scenes), scenes(args.seed + 12, args.test_scenes)
@@ -92,7 +87,7 @@ def main() -> None:
     classes = {kind: sorted({y[kind] for y in train_y if kind in y}) for kind in COARSE_TYPE}
 
     with torch.no_grad():
-        width = reader.tokens(train_x[:1]).shape[1]
+        width = reader.tokens(train_x[:1]).flatten(1).shape[1]
     heads = nn.ModuleDict({kind: nn.Linear(width, len(names)) for kind, names in classes.items()})
     model.requires_grad_(False)
     trained = [*model.stab.parameters(), *heads.parameters()]
@@ -109,7 +104,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     for step in range(1, max(args.samples) // args.batch_size + 1):
         batch = rng.choice(len(train_x), args.batch_size, replace=False)
-        features = reader.tokens([train_x[i] for i in batch])
+        features = reader.tokens([train_x[i] for i in batch]).flatten(1)
         loss = torch.zeros(())
         for kind, names in classes.items():
             rows = [k for k, i in enumerate(batch) if kind in train_y[i]]

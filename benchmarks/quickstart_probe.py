@@ -24,10 +24,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from videopanda.data.synth import COARSE_TYPE, NUM_OPTIONS, Scene, SynthConfig, render_scene, scene_at, scene_questions
-from videopanda.inference import GenerationConfig, VideoPandaPredictor
+from videopanda.data.video_processing_videopanda import VideoPandaVideoProcessor
+from videopanda.inference import load_model_dir
+from videopanda.model.modeling_videopanda import VideoPandaForCausalLM
 
 POOLINGS: dict[str, Callable[[Tensor], Tensor]] = {  # (F, T, d) -> features
     "all": lambda tokens: tokens.flatten(),
@@ -56,20 +58,36 @@ def answers(scene: Scene, rng: np.random.Generator) -> dict[str, str]:
     return labels
 
 
-@torch.no_grad()
-def features(predictor: VideoPandaPredictor, batch: list[Scene]) -> dict[str, np.ndarray]:
-    """Each pooling's (scenes, features); frames' tokens zero-padded to a square frame's slots (the most)."""
-    pooled: dict[str, list[np.ndarray]] = {name: [] for name in POOLINGS}
-    size = predictor.model.config.image_size
-    slots = predictor.processor.video_processor.num_tokens(1, size, size)
-    for scene in batch:
+class TokenReader:
+    """A model's STAB with its video processor: scenes -> STAB tokens, each in its frame and slot."""
+
+    def __init__(self, model: VideoPandaForCausalLM) -> None:
+        self.model = model
+        self.processor = VideoPandaVideoProcessor.from_model_config(model.config)
+        size = model.config.image_size
+        self.slots = self.processor.num_tokens(1, size, size)  # a square frame's, the most
+
+    def pixels(self, scene: Scene) -> Tensor:
         frames = render_scene(scene)[:: SynthConfig.frames_per_step]  # one frame per step, as the release picks
-        pixels = predictor.preprocess_video(frames).pixel_values
-        out = predictor.model.get_video_features(pixels, torch.tensor([[len(pixels), 1, 1]]))
-        tokens = torch.zeros(len(pixels), slots, out.last_hidden_state.shape[-1])
-        tokens[:, : out.last_hidden_state.shape[1]] = out.last_hidden_state.float()  # (F, T, d)
-        for name, pool in POOLINGS.items():
-            pooled[name].append(pool(tokens).numpy())
+        return self.processor.preprocess_video(frames).pixel_values  # (F, 4, S, S)
+
+    def tokens(self, pixels: list[Tensor]) -> Tensor:
+        """(V, F, slots, d) for V videos of F frames each; a frame's tokens zero-padded to a square frame's slots."""
+        grid = torch.tensor([[len(p), 1, 1] for p in pixels])
+        out = self.model.get_video_features(torch.cat(pixels), grid).last_hidden_state  # (V*F, T, d)
+        padded = nn.functional.pad(out.float(), (0, 0, 0, self.slots - out.shape[1]))
+        return padded.unflatten(0, (len(pixels), -1))
+
+
+@torch.no_grad()
+def features(model: VideoPandaForCausalLM, batch: list[Scene]) -> dict[str, np.ndarray]:
+    """Each pooling's (scenes, features)."""
+    reader = TokenReader(model)
+    pooled: dict[str, list[np.ndarray]] = {name: [] for name in POOLINGS}
+    for start in range(0, len(batch), 16):
+        for tokens in reader.tokens([reader.pixels(scene) for scene in batch[start:start + 16]]):  # (F, T, d)
+            for name, pool in POOLINGS.items():
+                pooled[name].append(pool(tokens).numpy())
     return {name: np.stack(rows) for name, rows in pooled.items()}
 
 
@@ -97,12 +115,11 @@ def probe_accuracy(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, 
         return float(((xb @ weight + bias).argmax(1) == yb).float().mean())
 
 
-def reinitialised(predictor: VideoPandaPredictor, seed: int) -> VideoPandaPredictor:
-    fresh = copy.copy(predictor)
-    fresh.model = copy.deepcopy(predictor.model)
+def reinitialised(model: VideoPandaForCausalLM, seed: int) -> VideoPandaForCausalLM:
+    fresh = copy.deepcopy(model)
     torch.manual_seed(seed)
-    for module in [*fresh.model.stab.modules(), *fresh.model.projector.modules()]:
-        fresh.model._init_weights(module)
+    for module in [*fresh.stab.modules(), *fresh.projector.modules()]:
+        fresh._init_weights(module)
     return fresh
 
 
@@ -114,7 +131,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="scenes and the fresh STAB's initial weights")
     args = parser.parse_args()
 
-    trained = VideoPandaPredictor.from_pretrained(args.model, GenerationConfig(max_new_tokens=1), dtype="float32")
+    trained = load_model_dir(args.model, dtype="float32").model
     train, test = scenes(args.seed + 1, args.train_scenes), scenes(args.seed + 2, args.test_scenes)
     train_scenes, test_scenes = [scene for scene, _ in train], [scene for scene, _ in test]
     train_y, test_y = [answers(*pair) for pair in train], [answers(*pair) for pair in test]
