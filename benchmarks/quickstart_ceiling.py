@@ -4,8 +4,8 @@ The quickstart's LLM reads the STAB's tokens through 30 decoder layers and learn
 conversation per sample. This benchmark removes the LLM: a fresh STAB (the quickstart's geometry, or
 ``--config`` overrides) is trained end to end together with one linear head per question type on all of its
 tokens, each in its place (frame and slot), with a loss on every question a scene answers. It is a far easier
-reader than the LLM, so what it scores after N samples bounds what a quickstart that saw N samples can
-reach. Scenes are ``data.synth``'s, rendered in memory (``quickstart_probe.scenes``); the training pool has the
+reader to train than the LLM, so what it scores after N samples is an estimate from above of what a
+quickstart that saw N samples can reach (an empirical bound, not a proof). Scenes are ``data.synth``'s, rendered in memory (``quickstart_probe.scenes``); the training pool has the
 quickstart's 600 videos unless ``--train-scenes`` says otherwise, and the score is on other scenes.
 The baseline is chance (uniform guessing over a question's answers). Example::
 
