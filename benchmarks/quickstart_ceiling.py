@@ -5,8 +5,9 @@ conversation per sample. This benchmark removes the LLM: a fresh STAB (the quick
 ``--config`` overrides) is trained end to end together with one linear head per question type on all of its
 tokens, each in its place (frame and slot), with a loss on every question a scene answers. It is a far easier
 reader to train than the LLM, so what it scores after N samples is an estimate from above of what a
-quickstart that saw N samples can reach (an empirical bound, not a proof). Scenes are ``data.synth``'s, rendered in memory (``quickstart_probe.scenes``); the training pool has the
-quickstart's 600 videos unless ``--train-scenes`` says otherwise, and the score is on other scenes.
+quickstart that saw N samples can reach (an empirical bound, not a proof). Scenes are ``data.synth``'s,
+rendered in memory (``quickstart_probe.scenes``); the training pool has the quickstart's 600 videos unless
+``--train-scenes`` says otherwise, and the score is on other scenes.
 The baseline is chance (uniform guessing over a question's answers). Example::
 
     python benchmarks/quickstart_ceiling.py --samples 400 800 1600 3200
