@@ -75,7 +75,9 @@ def share_cores_between_workers() -> None:
 # The longest work units, longest first (`pytest --durations=0`, summed per unit: about 180, 135, then 45 to 15
 # seconds on 2 cores). pytest-xdist hands units out in collection order, so these start first and the run ends
 # on short units instead of one worker finishing a long one while the other idles.
-LONG_UNITS = ("test_train_runs", "quickstart", "test_hostile_serve", "test_train_runs_one_process",
+# test_train_runs' one-process runs (no torchrun): a work unit of their own, beside its two-rank runs.
+ONE_PROCESS_RUNS_UNIT = "test_train_runs_one_process"
+LONG_UNITS = ("test_train_runs", "quickstart", "test_hostile_serve", ONE_PROCESS_RUNS_UNIT,
               "test_lmms_benchmarks", "test_transformers_processor_suite", "test_serve",
               "test_transformers_model_tests", "test_smollm2_cache", "test_golden_dir", "test_cli_errors",
               "test_train_lora", "test_lmms_plugin", "test_eval_endpoint")

@@ -16,11 +16,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from conftest import ONE_PROCESS_RUNS_UNIT
 from test_train_support import stage_overrides, write_tiny_llm, write_video_dataset
 
 pytestmark = pytest.mark.slow
-# One-process runs (no torchrun): a work unit of their own, beside the two-rank runs (conftest.xdist_unit).
-ONE_PROCESS_UNIT = pytest.mark.xdist_group("test_train_runs_one_process")
+ONE_PROCESS_UNIT = pytest.mark.xdist_group(ONE_PROCESS_RUNS_UNIT)  # conftest.xdist_unit
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
