@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 
 import numpy as np
 import torch
 from quickstart_probe import TokenReader, answers, scenes
 from torch import Tensor, nn
 
+from videopanda.config import ConfigError, apply_override
 from videopanda.data.synth import COARSE_TYPE, NUM_OPTIONS
 from videopanda.model.configuration_videopanda import VideoPandaConfig
 from videopanda.model.modeling_videopanda import build_videopanda
@@ -46,17 +46,18 @@ def accuracy(reader: TokenReader, heads: nn.ModuleDict, pixels: list[Tensor], la
 
 
 def config_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, object]:
-    """``KEY=VALUE`` items -> VideoPandaConfig overrides (values as JSON, else as strings); unknown keys are errors."""
+    """``KEY=VALUE`` items (values parsed as the training CLI's overrides are) -> VideoPandaConfig overrides;
+    a malformed item or a key that is not a VideoPandaConfig field is an error."""
     known = inspect.signature(VideoPandaConfig.__init__).parameters
     overrides: dict[str, object] = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in known:
-            parser.error(f"--config {item!r}: expected KEY=VALUE with KEY a VideoPandaConfig field")
         try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+            apply_override(overrides, item)
+        except ConfigError as err:
+            parser.error(f"--config: {err}")
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        parser.error(f"--config: {', '.join(unknown)} not VideoPandaConfig field(s)")
     return overrides
 
 
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="the quickstart's")
     parser.add_argument("--lr", type=float, default=1e-3, help="the quickstart's rate for the STAB")
     parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="VideoPandaConfig overrides of the quickstart's geometry (JSON values)")
+                        help="VideoPandaConfig overrides of the quickstart's geometry (YAML values)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()

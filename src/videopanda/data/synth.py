@@ -281,8 +281,6 @@ def _video_rng(seed: int, split: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, split, index])
 
 
-
-
 def scene_at(rng: np.random.Generator, index: int) -> Scene:
     """A split's ``index``-th scene: kind cycles with period 3, aspect with period 9 (each kind on each aspect)."""
     aspects = list(FRAME_SIZES)
